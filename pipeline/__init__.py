@@ -1,0 +1,1 @@
+"""tagfold.pipeline: tag ingest, Stage I/II/III, labels, audio prep and the demo data."""

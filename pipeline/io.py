@@ -1,0 +1,70 @@
+"""Output files: written atomically, Parquet with an explicit schema and the resolved config.
+
+Every stage writes through these helpers so a killed run never leaves a half file that a
+later run would trust: data goes to a temporary name in the same directory and is renamed
+into place only once it is complete (rename is atomic on one filesystem).
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+CONFIG_KEY = b"tagfold.config"
+
+
+def config_dict(config: Any) -> dict:
+    """A JSON-able dict from a (frozen) dataclass config or a plain dict."""
+    if config is None:
+        return {}
+    if dataclasses.is_dataclass(config):
+        config = dataclasses.asdict(config)
+    return json.loads(json.dumps(config, default=str))
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_parquet(table: pa.Table, path: str | os.PathLike, config: Any = None) -> Path:
+    """Write `table` atomically to `path`, with the resolved config in the schema metadata."""
+    metadata = dict(table.schema.metadata or {})
+    metadata[CONFIG_KEY] = json.dumps(config_dict(config), sort_keys=True).encode()
+    table = table.replace_schema_metadata(metadata)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+    return Path(path)
+
+
+def read_config(path: str | os.PathLike) -> dict:
+    """The config a Parquet file was written with ({} if none)."""
+    metadata = pq.read_schema(path).metadata or {}
+    raw = metadata.get(CONFIG_KEY)
+    return json.loads(raw) if raw else {}
+
+
+def write_text(text: str, path: str | os.PathLike) -> Path:
+    """Write a small text output (Markdown, CSV, JSON) atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)

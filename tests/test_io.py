@@ -1,0 +1,40 @@
+import pyarrow as pa
+import pyarrow.parquet  # noqa: F401  (pa.parquet)
+import pytest
+
+from tagfold.pipeline.io import atomic_path, read_config, write_parquet
+from tagfold.pipeline.selected import load_selected
+
+
+def test_write_parquet_keeps_config_and_leaves_no_temp(tmp_path):
+    table = pa.table({"tag_id": pa.array([0, 1], pa.int32()), "tag": ["rock", "hip hop"]})
+    out = write_parquet(table, tmp_path / "tags.parquet", {"score_level": 0.9})
+    assert read_config(out) == {"score_level": 0.9}
+    assert pa.parquet.read_table(out).column("tag").to_pylist() == ["rock", "hip hop"]
+    assert [p.name for p in tmp_path.iterdir()] == ["tags.parquet"]
+
+
+def test_failed_write_leaves_previous_file_untouched(tmp_path):
+    target = tmp_path / "x.txt"
+    target.write_text("good")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("killed")
+    assert target.read_text() == "good"
+    assert [p.name for p in tmp_path.iterdir()] == ["x.txt"]
+
+
+def test_selected_tags_are_the_thesis_fifty():
+    selected = load_selected()
+    assert len(selected) == 50
+    assert selected.tags[:3] == ("rock", "pop", "indie")
+    assert {c: selected.categories.count(c) for c in set(selected.categories)} == {
+        "genre": 18, "emotion": 18, "descriptive": 9, "numeric": 5}
+
+
+def test_selected_tags_bad_category_names_line(tmp_path):
+    bad = tmp_path / "sel.csv"
+    bad.write_text("tag,category\nrock,genre\nsad,feeling\n")
+    with pytest.raises(ValueError, match=r"sel.csv:3: category 'feeling'"):
+        load_selected(bad)

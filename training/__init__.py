@@ -1,0 +1,1 @@
+"""tagfold.training: loaders, models, the training loop, evaluation and prediction."""
