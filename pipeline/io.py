@@ -68,3 +68,36 @@ def write_text(text: str, path: str | os.PathLike) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(path)
+
+
+class OutputLocked(RuntimeError):
+    """Another tagfold run holds the output directory."""
+
+
+@contextlib.contextmanager
+def output_lock(out_dir: str | os.PathLike) -> Iterator[Path]:
+    """Hold an exclusive lock on `out_dir` for the length of a run.
+
+    Two runs writing the same directory would interleave their files; the second one refuses
+    instead. flock is released by the kernel when the process dies (even on SIGKILL), so a
+    killed run never leaves a stale lock behind.
+    """
+    import fcntl
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lock_path = out_dir / ".tagfold.lock"
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            raise OutputLocked(
+                f"{out_dir} is in use by another tagfold run (pid {holder}); "
+                "wait for it to finish or choose another --out") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield out_dir
+    finally:
+        os.close(fd)

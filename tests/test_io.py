@@ -38,3 +38,27 @@ def test_selected_tags_bad_category_names_line(tmp_path):
     bad.write_text("tag,category\nrock,genre\nsad,feeling\n")
     with pytest.raises(ValueError, match=r"sel.csv:3: category 'feeling'"):
         load_selected(bad)
+
+
+def test_second_run_on_same_output_dir_is_refused(tmp_path):
+    import subprocess
+    import sys
+
+    from tagfold.pipeline.io import OutputLocked, output_lock
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time; from tagfold.pipeline.io import output_lock\n"
+         f"with output_lock({str(tmp_path)!r}):\n print('locked', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(OutputLocked, match=f"in use by another tagfold run \\(pid {holder.pid}\\)"):
+            with output_lock(tmp_path):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    # SIGKILL released the lock: the next run proceeds.
+    with output_lock(tmp_path):
+        pass

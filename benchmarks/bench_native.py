@@ -1,0 +1,137 @@
+"""Native kernels vs their references, on the same jobs in the same run.
+
+Jaro-Winkler job: 20,000 real Last.fm tags (seeded sample of ../shared/data/lastfm/tags.txt)
+against a 2,000-word vocabulary (seeded sample of the real tags of at most 20 characters, about
+the size and shape of Stage I's genre + mood vocabulary), cutoff 0.9 -- Stage I's typo step.
+L2 job: 522,366 x 50 float32 vectors (seeded normal: a kernel benchmark, so random is fine)
+against 50 targets, then the nearest target under per-target cuts -- Stage III's step.
+
+Every benchmark asserts the native result equals the reference before timing it.
+`test_speed_table` times both sides with perf_counter and prints the ratios; it never asserts
+on speed. Run: .venv/bin/python -m pytest benchmarks/bench_native.py --benchmark-only -s
+"""
+import random
+import time
+
+import numpy as np
+import pytest
+from rapidfuzz import process
+from rapidfuzz.distance import JaroWinkler
+
+from tagfold.native.jaro_winkler import all_matches, best_match, default_threads
+from tagfold.native.l2 import l2_distances, nearest_under_cut
+
+N_QUERIES, N_VOCAB, CUTOFF = 20_000, 2_000, 0.9
+N_VECTORS, N_TARGETS, DIM = 522_366, 50, 50
+
+
+@pytest.fixture(scope="module")
+def jw_job(real_tags):
+    rng = random.Random(2026)
+    queries = rng.sample(real_tags, N_QUERIES)
+    vocab = rng.sample([t for t in real_tags if len(t) <= 20], N_VOCAB)
+    return queries, vocab
+
+
+def rapidfuzz_cdist(queries, vocab):
+    """The peer a straightforward implementation would write: cdist with the cutoff, all cores."""
+    return process.cdist(queries, vocab, scorer=JaroWinkler.similarity, score_cutoff=CUTOFF, workers=-1)
+
+
+@pytest.fixture(scope="module")
+def jw_expected(jw_job):
+    queries, vocab = jw_job
+    scores = process.cdist(queries, vocab, scorer=JaroWinkler.similarity, score_cutoff=CUTOFF,
+                           dtype=np.float64, workers=-1)
+    idx = scores.argmax(axis=1)
+    best = scores[np.arange(len(idx)), idx]
+    return np.where(best > 0, idx, -1), np.where(best > 0, best, 0.0), np.count_nonzero(scores)
+
+
+@pytest.fixture(scope="module")
+def l2_job():
+    rng = np.random.default_rng(522366)
+    X = rng.standard_normal((N_VECTORS, DIM), dtype=np.float32)
+    T = rng.standard_normal((N_TARGETS, DIM), dtype=np.float32)
+    # Per-target cut at the 0.1th percentile of a normal fit of the distances, as Stage III does.
+    D = l2_distances(X, T, impl="native")
+    cuts = D.mean(axis=0, dtype=np.float64) - 3.09 * D.std(axis=0, dtype=np.float64)
+    return X, T, cuts
+
+
+def l2_step(X, T, cuts, impl):
+    return nearest_under_cut(l2_distances(X, T, impl=impl), cuts, impl=impl)
+
+
+def bench_jw_native(benchmark, jw_job, jw_expected):
+    queries, vocab = jw_job
+    idx, score = best_match(queries, vocab, CUTOFF, impl="native")
+    np.testing.assert_array_equal(idx, jw_expected[0])
+    np.testing.assert_array_equal(score, jw_expected[1])
+    benchmark(best_match, queries, vocab, CUTOFF, impl="native")
+
+
+def bench_jw_native_all_matches(benchmark, jw_job, jw_expected):
+    queries, vocab = jw_job
+    q, v, s = all_matches(queries, vocab, CUTOFF, impl="native")
+    assert len(q) == jw_expected[2]
+    benchmark(all_matches, queries, vocab, CUTOFF, impl="native")
+
+
+def bench_jw_rapidfuzz_cdist(benchmark, jw_job, jw_expected):
+    queries, vocab = jw_job
+    scores = rapidfuzz_cdist(queries, vocab)
+    assert np.count_nonzero(scores) == jw_expected[2]
+    benchmark(rapidfuzz_cdist, queries, vocab)
+
+
+def check_l2(X, T, cuts):
+    """Native and NumPy agree on distances, and exactly on the nearest-under-cut step given them."""
+    rows = slice(0, 50_000)
+    D = l2_distances(X, T, impl="native")
+    np.testing.assert_allclose(D[rows], l2_distances(X[rows], T, impl="ref"), rtol=1e-5, atol=1e-5)
+    for got, want in zip(nearest_under_cut(D, cuts, impl="native"), nearest_under_cut(D, cuts, impl="ref")):
+        np.testing.assert_array_equal(got, want)
+    assert (nearest_under_cut(D, cuts)[0] >= 0).sum() > 0  # some tags fold: the cut is exercised
+
+
+def bench_l2_native(benchmark, l2_job):
+    check_l2(*l2_job)
+    benchmark(l2_step, *l2_job, "native")
+
+
+def bench_l2_numpy(benchmark, l2_job):
+    check_l2(*l2_job)
+    benchmark.pedantic(l2_step, args=(*l2_job, "ref"), rounds=3, iterations=1)
+
+
+def best_of(n, fn, *args, **kwargs):
+    times = []
+    for _ in range(n):
+        start = time.perf_counter()
+        fn(*args, **kwargs)
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def test_speed_table(jw_job, jw_expected, l2_job, capsys):
+    """Both sides of each job, measured back to back in one run; prints, never asserts speed."""
+    queries, vocab = jw_job
+    np.testing.assert_array_equal(best_match(queries, vocab, CUTOFF, impl="native")[0], jw_expected[0])
+    check_l2(*l2_job)  # also compiles (or loads the cached) Numba code outside the timing
+    pairs = len(queries) * len(vocab)
+    rows = [
+        ("JW best_match native", best_of(3, best_match, queries, vocab, CUTOFF, impl="native"), pairs),
+        ("JW all_matches native", best_of(3, all_matches, queries, vocab, CUTOFF, impl="native"), pairs),
+        ("JW rapidfuzz cdist", best_of(3, rapidfuzz_cdist, queries, vocab), pairs),
+        ("L2+nearest native", best_of(3, l2_step, *l2_job, "native"), N_VECTORS * N_TARGETS),
+        ("L2+nearest numpy", best_of(1, l2_step, *l2_job, "ref"), N_VECTORS * N_TARGETS),
+    ]
+    with capsys.disabled():
+        print(f"\nnative kernels, {default_threads()} threads; JW: {N_QUERIES} real tags x {N_VOCAB} words, "
+              f"cutoff {CUTOFF}; L2: {N_VECTORS} x {N_TARGETS} x {DIM}")
+        print(f"{'job':26s} {'seconds':>8s} {'pairs/s':>12s}")
+        for name, seconds, n in rows:
+            print(f"{name:26s} {seconds:8.3f} {n / seconds:12.3e}")
+        print(f"JW native best_match is {rows[2][1] / rows[0][1]:.2f}x rapidfuzz cdist "
+              f"(all_matches {rows[2][1] / rows[1][1]:.2f}x); L2 native is {rows[4][1] / rows[3][1]:.1f}x numpy")
