@@ -1,0 +1,476 @@
+"""Stage II: collapse every raw tag onto zero or more of the selected tags by rules.
+
+How a tag is read (each step documented in pipeline/data/rules/README.md):
+
+1. Clean and split into tokens once (normalize.tokenize): case, accents, punctuation,
+   hyphens, '&'/'+'/"'n'" -> 'and'/'n', apostrophes ("80's" -> '80s').
+2. Every distinct token is analysed once into canonical words, in this order, the first that
+   applies wins:
+   a. a word of its own: in the rule lexicon, in `unsplit.txt`, or in the English frequency
+      dictionary -> kept as is ('photograph' stays a photograph: no substring accidents);
+   b. a decade form ('80s', '1985', '80er') -> the decade tag (rule 'decade');
+   c. letters glued to digits ('70spop', 'dark1') -> split and analysed piece by piece;
+   d. a typo or truncation of a lexicon word ('metul', 'hapy', 'instrumen'): Jaro-Winkler
+      >= typo_cutoff (native bulk kernel, one batch for all unknown tokens), confirmed by
+      edit distance or by being a long prefix (rule 'typo');
+   e. a joined word containing a lexicon word ('favouritejazz', 'harddancemusic'): split by
+      a unigram word-segmentation model (rule 'segmented').
+3. The word sequence is matched left to right against the phrase tables, longest phrase
+   first (most specific first: 'indie rock' before 'indie' and 'rock'; 'greatest hits'
+   before 'greatest'). A phrase after a negator ('non metal') is dropped. Blocker phrases
+   consume their words and give nothing ('good old', 'X rocks', 'dancehall', 'iggy pop').
+4. When both halves of a two-word selected tag were found separately ('rock indie uk'), the
+   two-word tag replaces them (guideline rule 2: the most specific tag the words state).
+
+Precedence is therefore position and phrase length, never table or alphabetical order; a
+phrase may appear in one rule table only (checked at load time).
+"""
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import re
+import sys
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+from itertools import chain
+from importlib import resources
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from tagfold.pipeline import normalize as norm
+from tagfold.pipeline.selected import SelectedTags, load_selected
+
+# Table file -> rule name reported in stage2.parquet. Order only matters for error messages.
+RULE_TABLES = {
+    "synonyms.tsv": "synonym",
+    "foreign.tsv": "foreign",
+    "countries.tsv": "country",
+    "decades.tsv": "decade",
+    "blockers.tsv": "blocked",
+}
+# Every value of stage2.parquet's `rule` column.
+RULE_NAMES = ("exact", "phrase", "compound", "decade", "synonym", "foreign", "country", "typo", "segmented")
+# When a phrase is built from repaired words, the row reports the repair, the least certain
+# evidence first: a typo-corrected synonym is reported as 'typo'.
+_TRIPLE_LETTER = re.compile(r"(.)\1\1")
+_WORD_RULE_RANK = {"typo": 0, "segmented": 1, "decade": 2}
+STAGE2_SCHEMA = pa.schema([
+    ("tag_id", pa.int32()),
+    ("tag", pa.string()),
+    ("target", pa.dictionary(pa.int32(), pa.string())),
+    ("rule", pa.dictionary(pa.int8(), pa.string())),
+])
+
+
+@dataclass(frozen=True)
+class CollapseConfig:
+    typo_cutoff: float = 0.9        # Jaro-Winkler score a typo must reach (the thesis's score_level)
+    min_typo_len: int = 4           # shorter unknown tokens are never typo-corrected ('holt' is not 'hot')
+    max_typo_edits: int = 2         # edit distance allowed for tokens of 6+ characters (1 below that)
+    min_truncation_len: int = 5     # 'instrumen' -> instrumental: a prefix this long or longer
+    known_min_count: int = 100_000  # dictionary words rarer than this may still be typos
+    unknown_char_cost: float = 12.0  # segmentation cost of a character no word covers
+    merge_compounds: bool = True    # step 4 above
+    rules_dir: str | None = None    # another folder of rule tables (same file names)
+
+
+@dataclass(frozen=True)
+class Phrase:
+    targets: tuple[str, ...]        # empty for a blocker
+    rule: str
+
+
+def _read_table(text: str, source: str, selected: SelectedTags, rule: str) -> dict[tuple[str, ...], Phrase]:
+    out: dict[tuple[str, ...], Phrase] = {}
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        phrase, sep, targets = line.partition("\t")
+        if not sep:
+            raise ValueError(f"{source}:{lineno}: expected 'phrase<TAB>targets', got {line!r}")
+        key = tuple(norm.tokenize(phrase))
+        if not key:
+            raise ValueError(f"{source}:{lineno}: empty phrase")
+        names = tuple(t.strip() for t in targets.split(";") if t.strip())
+        if rule == "blocked" and names:
+            raise ValueError(f"{source}:{lineno}: a blocker has no target, got {targets!r}")
+        # A table may name targets that a user's shorter selected list lacks: those are dropped.
+        names = tuple(t for t in names if t in selected.tags)
+        if rule != "blocked" and not names:
+            continue
+        if key in out:
+            raise ValueError(f"{source}:{lineno}: phrase {' '.join(key)!r} appears twice")
+        out[key] = Phrase(names, rule)
+    return out
+
+
+def _read_words(text: str) -> frozenset[str]:
+    return frozenset(w.strip() for w in text.splitlines() if w.strip() and not w.startswith("#"))
+
+
+class RuleSet:
+    """All Stage II tables compiled for one list of selected tags."""
+
+    def __init__(self, selected: SelectedTags, config: CollapseConfig):
+        self.selected = selected
+        self.config = config
+        root = Path(config.rules_dir) if config.rules_dir else resources.files("tagfold.pipeline").joinpath("data/rules")
+        phrases: dict[tuple[str, ...], Phrase] = {}
+        sources: dict[tuple[str, ...], str] = {}
+        for tag in selected.tags:
+            key = tuple(norm.tokenize(tag))
+            phrases[key] = Phrase((tag,), "exact" if len(key) == 1 else "phrase")
+            sources[key] = "selected tags"
+        for name, rule in RULE_TABLES.items():
+            table = _read_table(root.joinpath(name).read_text("utf-8"), f"{root}/{name}", selected, rule)
+            for key, phrase in table.items():
+                if key in phrases:
+                    raise ValueError(f"{root}/{name}: phrase {' '.join(key)!r} is already defined in "
+                                     f"{sources[key]}; a phrase may have one meaning only")
+                phrases[key] = phrase
+                sources[key] = name
+        # Joined spellings of multi-word phrases ('indierock', 'singersongwriter', 'feelgood').
+        for key, phrase in list(phrases.items()):
+            joined = ("".join(key),)
+            if len(key) > 1 and joined not in phrases:
+                phrases[joined] = phrase
+        self.phrases = phrases
+        self.max_phrase_len = max(len(k) for k in phrases)
+        # first word -> the lengths of the phrases it starts, longest first (most specific first)
+        lengths: dict[str, set[int]] = {}
+        for key in phrases:
+            lengths.setdefault(key[0], set()).add(len(key))
+        self.phrase_lengths = {w: sorted(ls, reverse=True) for w, ls in lengths.items()}
+        self.lexicon = frozenset(w for key in phrases for w in key)
+        self.unsplit = _read_words(root.joinpath("unsplit.txt").read_text("utf-8"))
+        self.negators = _read_words(root.joinpath("negators.txt").read_text("utf-8"))
+        freq = norm.english_frequencies()
+        self.known = frozenset(w for w, c in freq.items() if c >= config.known_min_count) | self.unsplit
+        # Typos are corrected towards lexicon words only, never towards arbitrary English.
+        self.typo_vocab = sorted(w for w in self.lexicon if len(w) >= config.min_typo_len and w.isalpha())
+        stems = sorted((w for w in self.lexicon if len(w) >= 3 and w.isalpha()), key=lambda w: (-len(w), w))
+        self.stem_re = re.compile("|".join(map(re.escape, stems)))
+        self.segmenter = norm.Segmenter(self.lexicon, config.unknown_char_cost)
+        # Two-word selected tags made of two selected tags ('indie rock' = indie + rock).
+        self.compounds = []
+        for tag in selected.tags:
+            parts = norm.tokenize(tag)
+            if len(parts) == 2 and all(p in selected.tags for p in parts):
+                self.compounds.append((tag, parts[0], parts[1]))
+
+
+@lru_cache(maxsize=8)
+def _ruleset(selected: SelectedTags, config: CollapseConfig) -> RuleSet:
+    return RuleSet(selected, config)
+
+
+# ---------------------------------------------------------------------------------------------
+# token analysis
+
+def _is_word(rules: RuleSet, token: str) -> bool:
+    return token in rules.lexicon or token in rules.known
+
+
+def _analyse_tokens(tokens: set[str], rules: RuleSet, pool_map=None) -> dict[str, tuple[tuple[str, str], ...]]:
+    """token -> canonical words with the rule that produced each (see module doc, step 2).
+
+    `pool_map(fn, items)` runs the pure-Python segmentation step; serial when None.
+    """
+    if pool_map is None:
+        def pool_map(fn, items):
+            return fn(items, rules)
+    cfg = rules.config
+    result: dict[str, tuple[tuple[str, str], ...]] = {}
+    # piece -> resolved words; None while pending a typo / segmentation decision
+    pieces_of: dict[str, list[str]] = {}
+    resolved: dict[str, tuple[tuple[str, str], ...] | None] = {}
+
+    def quick(piece: str):
+        if _is_word(rules, piece):
+            return ((piece, "exact"),)
+        decade = norm.decade_of(piece)
+        if decade is not None:
+            return ((decade, "decade"),) if decade in rules.selected.tags else ()
+        if piece.isdigit():
+            return ()
+        if _TRIPLE_LETTER.search(piece):
+            squeezed = norm.squeeze_repeats(piece)
+            if _is_word(rules, squeezed):
+                return ((squeezed, "typo"),)
+        return None
+
+    for token in tokens:
+        has_digit = any(c.isdigit() for c in token)
+        pieces = norm.split_alpha_digit(token) if has_digit and not token.isdigit() else [token]
+        pieces_of[token] = pieces
+        for piece in pieces:
+            if piece not in resolved:
+                resolved[piece] = quick(piece)
+
+    pending = sorted(p for p, r in resolved.items() if r is None)
+    squeezed_of = {p: norm.squeeze_repeats(p) for p in pending}
+    # d. typos: one bulk Jaro-Winkler call over every unknown piece.
+    candidates = [p for p in pending if len(squeezed_of[p]) >= cfg.min_typo_len]
+    queries = [squeezed_of[p] for p in candidates]
+    idx, _ = norm.best_matches(queries, rules.typo_vocab, cfg.typo_cutoff)
+    for piece, query, i in zip(candidates, queries, idx):
+        if i < 0:
+            continue
+        word = rules.typo_vocab[i]
+        allowed = 1 if len(query) <= 5 else cfg.max_typo_edits
+        truncation = len(query) >= cfg.min_truncation_len and word.startswith(query)
+        if truncation or (abs(len(query) - len(word)) <= allowed and norm.osa_distance(query, word) <= allowed):
+            resolved[piece] = ((word, "typo"),)
+    # e. joined words: segment the rest that contain a lexicon word.
+    to_segment = [p for p in pending if resolved[p] is None]
+    segmented = pool_map(_segment_chunk, [squeezed_of[p] for p in to_segment])
+    for piece, words in zip(to_segment, segmented):
+        if len(words) > 1 or (words and words[0] != squeezed_of[piece]):
+            # One- and two-letter pieces of a split are noise ('pukkelpop' is not 'p uk kel pop')
+            # unless every piece is a lexicon word ('ukpunk').
+            if not all(w in rules.lexicon for w in words):
+                words = [w if len(w) >= 3 else "" for w in words]
+            resolved[piece] = tuple((w, "segmented") for w in words)
+    for piece in pending:
+        if resolved[piece] is None:
+            resolved[piece] = ((piece, "unknown"),)
+
+    for token, pieces in pieces_of.items():
+        words: list[tuple[str, str]] = []
+        if len(pieces) > 1:
+            # A decade glued to letters counts only when the letters are words ('70spop',
+            # 'g60s'), not inside a user name ('lordlex92s').
+            letters_ok = all(
+                len(p) <= 1 or all(rule != "unknown" for _, rule in resolved[p])
+                for p in pieces if not p[0].isdigit())
+            for p in pieces:
+                if p[0].isdigit() and not letters_ok:
+                    continue
+                words.extend(resolved[p])
+        else:
+            words.extend(resolved[pieces[0]])
+        result[token] = tuple(words)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# phrase matching
+
+def _match_words(words: Sequence[tuple[str, str]], rules: RuleSet) -> list[tuple[str, str]]:
+    """(target, rule) pairs for one tag's word sequence, in order of appearance, deduplicated."""
+    phrases, negators, phrase_lengths = rules.phrases, rules.negators, rules.phrase_lengths
+    n = len(words)
+    plain = [w for w, _ in words]
+    found: list[tuple[str, str]] = []
+    negate_at = -1
+    i = 0
+    while i < n:
+        word = plain[i]
+        if word in negators:
+            negate_at = i + 1
+            i += 1
+            continue
+        for length in phrase_lengths.get(word, ()):
+            if length > n - i:
+                continue
+            phrase = phrases.get(tuple(plain[i:i + length]))
+            if phrase is None:
+                continue
+            # 'us' is also the English pronoun: a country only as the first word of a longer tag.
+            if word == "us" and length == 1 and (i != 0 or n == 1 or words[i][1] != "exact"):
+                phrase = None
+                continue
+            if i != negate_at:
+                rule = phrase.rule
+                word_rules = [r for _, r in words[i:i + length] if r in _WORD_RULE_RANK]
+                if word_rules:
+                    rule = min(word_rules, key=_WORD_RULE_RANK.__getitem__)
+                elif length > 1 and rule == "exact":
+                    rule = "phrase"
+                found.extend((t, rule) for t in phrase.targets)
+            i += length
+            break
+        else:
+            i += 1
+    out: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for target, rule in found:
+        if target not in seen:
+            seen.add(target)
+            out.append((target, rule))
+    if rules.config.merge_compounds and rules.compounds:
+        for compound, a, b in rules.compounds:
+            if a in seen and b in seen and compound not in seen:
+                pos = min(i for i, (t, _) in enumerate(out) if t in (a, b))
+                out = [p for p in out if p[0] not in (a, b)]
+                out.insert(pos, (compound, "compound"))
+                seen = {t for t, _ in out}
+    return out
+
+
+# Worker processes are forked and read the shared state below instead of receiving it pickled.
+# They run pure Python only: the Jaro-Winkler kernel (OpenMP) stays in the parent, because
+# an OpenMP runtime used before fork() can hang in the child.
+_FORK_STATE: dict = {}
+
+
+def _segment_chunk(pieces: list[str], rules: RuleSet | None = None) -> list[list[str]]:
+    """Segmentation of each piece; [] for pieces holding no lexicon word (nothing to find)."""
+    rules = rules or _FORK_STATE["rules"]
+    search, segment = rules.stem_re.search, rules.segmenter.segment
+    return [segment(p) if search(p) else [] for p in pieces]
+
+
+def _match_range(bounds: tuple[int, int], state: dict | None = None):
+    """(tag ids, target codes, rule codes) for tags[start:stop], as compact arrays.
+
+    Codes index rules.selected.tags and RULE_NAMES, so workers send back numbers, not strings.
+    """
+    state = state or _FORK_STATE
+    rules, token_lists, relevant, reduced = state["rules"], state["token_lists"], state["relevant"], state["reduced"]
+    target_code = {t: i for i, t in enumerate(rules.selected.tags)}
+    rule_code = {r: i for i, r in enumerate(RULE_NAMES)}
+    cache: dict[tuple, list[tuple[int, int]]] = {}
+    ids: list[int] = []
+    codes: list[tuple[int, int]] = []
+    for tag_id in range(*bounds):
+        toks = token_lists[tag_id]
+        if not any(tok in relevant for tok in toks):
+            continue
+        key = reduced[toks[0]] if len(toks) == 1 else tuple(chain.from_iterable(map(reduced.__getitem__, toks)))
+        matches = cache.get(key)
+        if matches is None:
+            matches = cache[key] = [(target_code[t], rule_code[r]) for t, r in _match_words(key, rules)]
+        if matches:
+            ids.extend([tag_id] * len(matches))
+            codes.extend(matches)
+    pairs = np.array(codes, dtype=np.int16).reshape(-1, 2)
+    return np.array(ids, dtype=np.int32), pairs[:, 0].copy(), pairs[:, 1].astype(np.int8)
+
+
+def _chunks(n: int, parts: int) -> list[tuple[int, int]]:
+    step = -(-n // parts) if n else 1
+    return [(i, min(i + step, n)) for i in range(0, n, step)]
+
+
+def collapse(tags: Sequence[str], selected: SelectedTags | None = None,
+             config: CollapseConfig = CollapseConfig(), workers: int | None = None) -> pa.Table:
+    """Stage II rows (tag_id, tag, target, rule), one per raw tag and target; tag_id = position.
+
+    `workers` processes share the pure-Python steps (None: 2 for 100,000+ tags where fork()
+    exists, else 1). The result never depends on it: every token and tag is read on its own.
+    """
+    selected = selected or load_selected()
+    rules = _ruleset(selected, config)
+    if workers is None:
+        workers = 2 if len(tags) >= 100_000 else 1
+    if workers > 1 and "fork" not in mp.get_all_start_methods():
+        workers = 1
+    token_lists = [norm.tokenize(t) for t in tags]
+    unique = {tok for toks in token_lists for tok in toks}
+    state = {"rules": rules, "token_lists": token_lists}
+    pool = None
+    try:
+        if workers > 1:
+            _FORK_STATE.update(state)
+            pool = mp.get_context("fork").Pool(workers)
+
+            def pool_map(fn, items):
+                size = max(1, -(-len(items) // (4 * workers)))
+                parts = pool.map(fn, [items[i:i + size] for i in range(0, len(items), size)])
+                return [x for part in parts for x in part]
+        else:
+            pool_map = None
+        analysed = _analyse_tokens(unique, rules, pool_map)
+        lexicon, negators = rules.lexicon, rules.negators
+        # Tokens that can start no phrase let most tags skip matching altogether.
+        state["relevant"] = {tok for tok, words in analysed.items() if any(w in lexicon for w, _ in words)}
+        # Words outside the lexicon only matter as gaps between phrases, so tags that differ
+        # only in such words ('swiss metal', 'fresh metal') share one match result.
+        gap = ("", "")
+        state["reduced"] = {tok: tuple(wr if wr[0] in lexicon or wr[0] in negators else gap for wr in words)
+                            for tok, words in analysed.items()}
+        if pool is not None:
+            # The matching state exists only now: fork fresh workers that see it.
+            pool.close()
+            pool.join()
+            _FORK_STATE.update(state)
+            pool = mp.get_context("fork").Pool(workers)
+            parts = pool.map(_match_range, _chunks(len(tags), workers))
+        else:
+            parts = [_match_range((0, len(tags)), state)]
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
+        _FORK_STATE.clear()
+    id_array = pa.array(np.concatenate([p[0] for p in parts]), pa.int32())
+    targets = pa.DictionaryArray.from_arrays(
+        pa.array(np.concatenate([p[1] for p in parts]).astype(np.int32)), pa.array(rules.selected.tags, pa.string()))
+    rule_names = pa.DictionaryArray.from_arrays(
+        pa.array(np.concatenate([p[2] for p in parts])), pa.array(RULE_NAMES, pa.string()))
+    return pa.table({
+        "tag_id": id_array,
+        "tag": pa.array(tags, pa.string()).take(id_array),
+        "target": targets,
+        "rule": rule_names,
+    }, schema=STAGE2_SCHEMA)
+
+
+def explain(tag: str, selected: SelectedTags | None = None, config: CollapseConfig = CollapseConfig()):
+    """The canonical words Stage II read in `tag` (for debugging rules)."""
+    rules = _ruleset(selected or load_selected(), config)
+    toks = norm.tokenize(tag)
+    analysed = _analyse_tokens(set(toks), rules)
+    return [w for tok in toks for w in analysed[tok]]
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI
+
+def _read_tags(path: Path) -> tuple[list[str], pa.Array | None]:
+    """Tags and, from a tags.parquet, their tag_id column (None for a plain one-per-line file)."""
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(path)
+        if "tag" not in table.column_names:
+            raise ValueError(f"{path}: no 'tag' column (columns: {', '.join(table.column_names)})")
+        ids = table.column("tag_id").combine_chunks() if "tag_id" in table.column_names else None
+        return table.column("tag").to_pylist(), ids
+    return path.read_text("utf-8").splitlines(), None
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="tagfold collapse", description=__doc__.splitlines()[0])
+    parser.add_argument("--tags", required=True, type=Path, help="tags.parquet (tag_id, tag) or one tag per line")
+    parser.add_argument("--out", required=True, type=Path, help="output folder for stage2.parquet")
+    parser.add_argument("--selected", type=Path, help="CSV 'tag,category' (default: the thesis's 50)")
+    parser.add_argument("--rules-dir", help="folder of rule tables replacing the package's")
+    parser.add_argument("--typo-cutoff", type=float, default=CollapseConfig.typo_cutoff)
+    args = parser.parse_args(argv)
+    if not 0.0 < args.typo_cutoff <= 1.0:
+        parser.error(f"--typo-cutoff must be in (0, 1], got {args.typo_cutoff}")
+    from tagfold.pipeline.io import write_parquet
+
+    config = CollapseConfig(typo_cutoff=args.typo_cutoff, rules_dir=args.rules_dir)
+    print(config, file=sys.stderr)
+    tags, tag_ids = _read_tags(args.tags)
+    selected = load_selected(args.selected)
+    start = time.perf_counter()
+    table = collapse(tags, selected, config)
+    if tag_ids is not None:
+        # Keep the ingest's ids: row positions become the tag_id stored for that row.
+        table = table.set_column(0, "tag_id", tag_ids.take(table.column("tag_id")).cast(pa.int32()))
+    seconds = time.perf_counter() - start
+    path = write_parquet(table, args.out / "stage2.parquet", {"stage": 2, **config.__dict__,
+                                                             "selected": list(selected.tags)})
+    mapped = len(set(table.column("tag_id").to_pylist()))
+    print(f"stage II: {len(tags):,} tags read, {mapped:,} mapped to >= 1 selected tag, "
+          f"{len(tags) - mapped:,} to none; {table.num_rows:,} rows in {seconds:.2f} s -> {path}")
+    return 0
