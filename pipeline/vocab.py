@@ -1,0 +1,95 @@
+"""Stage I vocabularies (genres, emotions, descriptive words, known junk) and the text
+normalisation that tags and vocabulary entries share.
+
+The package's own lists live in pipeline/data/vocab/ (documented in its README.md). A user
+directory overrides them file by file: every one of genres.txt, emotions.txt,
+descriptive.txt, junk.txt found there replaces the package's file of that name.
+"""
+from __future__ import annotations
+
+import hashlib
+import unicodedata
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+# file name -> Vocabularies field
+VOCAB_FILES = {
+    "genres.txt": "genre",
+    "emotions.txt": "emotion",
+    "descriptive.txt": "descriptive",
+    "junk.txt": "junk",
+}
+
+
+def normalize_tag(text: str, casefold: bool = True) -> str:
+    """NFC, surrounding whitespace stripped, runs of whitespace collapsed, casefolded.
+
+    Tags and vocabulary entries both go through this, so 'Hip  Hop' and 'hip hop' meet.
+    """
+    if not text.isascii():
+        text = unicodedata.normalize("NFC", text)
+    text = " ".join(text.split())
+    return text.casefold() if casefold else text
+
+
+@dataclass(frozen=True)
+class Vocabularies:
+    genre: tuple[str, ...]
+    emotion: tuple[str, ...]
+    descriptive: tuple[str, ...]
+    junk: tuple[str, ...] = ()
+    sources: tuple[str, ...] = ()  # where each list came from, for the saved config
+
+    def fingerprint(self) -> str:
+        """sha256 over all entries: tells two runs' vocabularies apart in saved configs."""
+        h = hashlib.sha256()
+        for name in ("genre", "emotion", "descriptive", "junk"):
+            h.update(name.encode() + b"\0" + "\n".join(getattr(self, name)).encode() + b"\0")
+        return h.hexdigest()[:16]
+
+
+def parse_vocab(text: str, source: str) -> tuple[str, ...]:
+    """Entries of one vocabulary file: one per line, '#' comments and blank lines skipped,
+    normalised like tags, first occurrence kept."""
+    seen: dict[str, None] = {}
+    for lineno, line in enumerate(text.split("\n"), start=1):
+        if "\0" in line:
+            raise ValueError(f"{source}:{lineno}: NUL byte in vocabulary entry")
+        entry = normalize_tag(line)
+        if not entry or entry.startswith("#"):
+            continue
+        seen.setdefault(entry, None)
+    return tuple(seen)
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = path.read_bytes()[: e.start].count(b"\n") + 1
+        raise ValueError(f"{path}:{line}: invalid UTF-8 ({e.reason})") from None
+
+
+def load_vocabularies(vocab_dir: str | Path | None = None) -> Vocabularies:
+    """The package vocabularies, with any of genres.txt / emotions.txt / descriptive.txt /
+    junk.txt found in `vocab_dir` replacing the package file of the same name."""
+    package = resources.files("tagfold.pipeline").joinpath("data/vocab")
+    user = None
+    if vocab_dir is not None:
+        user = Path(vocab_dir)
+        if not user.is_dir():
+            raise FileNotFoundError(f"vocabulary directory {user} does not exist")
+        if not any((user / name).is_file() for name in VOCAB_FILES):
+            raise FileNotFoundError(
+                f"vocabulary directory {user} holds none of {', '.join(VOCAB_FILES)}")
+    lists, sources = {}, []
+    for name, field in VOCAB_FILES.items():
+        if user is not None and (user / name).is_file():
+            path = user / name
+            lists[field] = parse_vocab(_read(path), str(path))
+            sources.append(str(path))
+        else:
+            lists[field] = parse_vocab(package.joinpath(name).read_text("utf-8"), f"package data vocab/{name}")
+            sources.append(f"package:vocab/{name}")
+    return Vocabularies(**lists, sources=tuple(sources))

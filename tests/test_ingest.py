@@ -1,0 +1,242 @@
+"""Tag ingest: every MSD Last.fm format, every kind of bad input, counts that add up."""
+import json
+import sqlite3
+
+import pyarrow.parquet as pq
+import pytest
+
+from tagfold.pipeline import ingest as ing
+from tagfold.pipeline.ingest import IngestError, detect_format, ingest, read_tags
+from tagfold.pipeline.io import read_config
+
+
+def balanced(report):
+    return (report.read == report.kept + report.merged + report.rejected
+            and report.links_read == report.links_kept + report.links_merged + report.links_rejected)
+
+
+def write_bytes(path, data: bytes):
+    path.write_bytes(data)
+    return path
+
+
+# ---------------------------------------------------------------- formats
+
+def test_real_tag_list_as_lines(shared, real_tags):
+    res = read_tags(shared / "lastfm" / "tags.txt")
+    rep = res.report
+    assert rep.format == "lines"
+    assert rep.read == len(real_tags) == 58_702
+    assert rep.rejected == 0 and balanced(rep)
+    tags = res.tags.column("tag").to_pylist()
+    assert len(set(tags)) == len(tags) == rep.kept
+    # the real list repeats some tags up to whitespace ('a  b' / 'a b'): those are the merges
+    assert sum(res.tags.column("count").to_pylist()) == rep.read
+    assert res.tags.column("tag_id").to_pylist() == list(range(rep.kept))
+    assert res.track_tags is None
+
+
+def test_unique_tags_format_and_parquet_round_trip(tmp_path):
+    src = write_bytes(tmp_path / "lastfm_unique_tags.txt",
+                      "rock\t101071\npop\t69159\nRock \t5\ncafé del mar\t3\n80's\t0\n".encode())
+    res = ingest(src, tmp_path / "out")
+    assert res.report.format == "unique_tags"
+    assert (res.report.read, res.report.kept, res.report.merged, res.report.rejected) == (5, 4, 1, 0)
+    table = pq.read_table(tmp_path / "out" / "tags.parquet")
+    assert table.schema.equals(ing.TAGS_SCHEMA)
+    assert table.to_pylist() == [
+        {"tag_id": 0, "tag": "rock", "count": 101076},
+        {"tag_id": 1, "tag": "pop", "count": 69159},
+        {"tag_id": 2, "tag": "café del mar", "count": 3},
+        {"tag_id": 3, "tag": "80's", "count": 0},
+    ]
+    config = read_config(tmp_path / "out" / "tags.parquet")
+    assert config["ingest"]["casefold"] is True and config["report"]["merged"] == 1
+    report = json.loads((tmp_path / "out" / "ingest_report.json").read_text())
+    assert report["report"]["read"] == 5
+    assert not (tmp_path / "out" / "track_tags.parquet").exists()
+
+
+def test_keep_case_and_nfc(tmp_path):
+    # 'e' + combining acute is NFC-normalised to 'é' and so merges with the composed form
+    src = write_bytes(tmp_path / "t.txt", "Cafe\u0301\t1\ncafé\t2\n".encode())
+    res = read_tags(src, casefold=False)
+    assert res.tags.column("tag").to_pylist() == ["Café", "café"]
+    res = read_tags(src)
+    assert res.tags.to_pylist() == [{"tag_id": 0, "tag": "café", "count": 3}]
+
+
+def test_csv_format_links_and_counts(tmp_path):
+    src = write_bytes(tmp_path / "tracks.csv", (
+        "track_id,tags\n"
+        "TRAAAAW128F429D538,rock;Indie Rock;rock\n"
+        "TRAAABD128F429CF47,\"pop;rock, roll\"\n"
+        "TRAAADZ128F9348C2E,\n"
+    ).encode())
+    res = ingest(src, tmp_path / "out")
+    rep = res.report
+    assert rep.format == "csv" and balanced(rep)
+    assert (rep.read, rep.kept, rep.merged, rep.rejected) == (5, 4, 1, 0)
+    assert (rep.links_read, rep.links_kept, rep.links_merged) == (5, 4, 1)
+    tags = {r["tag"]: r for r in res.tags.to_pylist()}
+    assert tags["rock"]["count"] == 1  # repeated on one track: one track carries it
+    assert tags["rock, roll"]["count"] == 1
+    tt = pq.read_table(tmp_path / "out" / "track_tags.parquet")
+    assert tt.schema.equals(ing.TRACK_TAGS_SCHEMA)
+    pairs = {(r["track_id"], r["tag_id"]) for r in tt.to_pylist()}
+    assert pairs == {("TRAAAAW128F429D538", tags["rock"]["tag_id"]),
+                     ("TRAAAAW128F429D538", tags["indie rock"]["tag_id"]),
+                     ("TRAAABD128F429CF47", tags["pop"]["tag_id"]),
+                     ("TRAAABD128F429CF47", tags["rock, roll"]["tag_id"])}
+    assert set(tt.column("weight").to_pylist()) == {1.0}
+
+
+def test_csv_needs_header(tmp_path):
+    src = write_bytes(tmp_path / "t.csv", b"TRA,rock\n")
+    with pytest.raises(IngestError, match=r"t\.csv:1: expected the header"):
+        read_tags(src)
+
+
+def make_msd_db(path, tags, tids, links):
+    con = sqlite3.connect(path)
+    con.execute("CREATE TABLE tids (tid TEXT)")
+    con.execute("CREATE TABLE tags (tag TEXT)")
+    con.execute("CREATE TABLE tid_tag (tid INT, tag INT, val FLOAT)")
+    con.executemany("INSERT INTO tags VALUES (?)", [(t,) for t in tags])
+    con.executemany("INSERT INTO tids VALUES (?)", [(t,) for t in tids])
+    con.executemany("INSERT INTO tid_tag VALUES (?, ?, ?)", links)
+    con.commit()
+    con.close()
+    return path
+
+
+def test_sqlite_msd_schema(tmp_path):
+    db = make_msd_db(tmp_path / "lastfm_tags.db",
+                     ["classic rock", "Classic Rock", "70s", "never used"],
+                     ["TRCCCYE12903CFF0E9", "TRCCCFH12903CEBC70"],
+                     [(1, 1, 100.0), (1, 2, 40.0), (1, 3, 12.0), (2, 3, 100.0)])
+    res = ingest(db, tmp_path / "out")
+    rep = res.report
+    assert rep.format == "sqlite" and balanced(rep)
+    assert (rep.read, rep.kept, rep.merged, rep.rejected) == (4, 3, 1, 0)
+    # 'Classic Rock' casefolds onto 'classic rock': the two links of track 1 merge (max weight)
+    assert (rep.links_read, rep.links_kept, rep.links_merged, rep.links_rejected) == (4, 3, 1, 0)
+    assert res.tags.to_pylist() == [{"tag_id": 0, "tag": "classic rock", "count": 1},
+                                    {"tag_id": 1, "tag": "70s", "count": 2},
+                                    {"tag_id": 2, "tag": "never used", "count": 0}]
+    tt = pq.read_table(tmp_path / "out" / "track_tags.parquet").to_pylist()
+    assert tt == [{"track_id": "TRCCCYE12903CFF0E9", "tag_id": 0, "weight": 100.0},
+                  {"track_id": "TRCCCYE12903CFF0E9", "tag_id": 1, "weight": 12.0},
+                  {"track_id": "TRCCCFH12903CEBC70", "tag_id": 1, "weight": 100.0}]
+
+
+def test_sqlite_without_expected_tables(tmp_path):
+    db = tmp_path / "other.db"
+    con = sqlite3.connect(db)
+    con.execute("CREATE TABLE tags (tag TEXT)")
+    con.commit()
+    con.close()
+    with pytest.raises(IngestError, match=r"other\.db: SQLite database lacks table\(s\) tids, tid_tag"):
+        read_tags(db)
+
+
+def test_sqlite_bad_rows_named_and_skipped(tmp_path):
+    db = make_msd_db(tmp_path / "bad.db", ["rock", "x" * 5000, "pop"], ["TR1", "TR2"],
+                     [(1, 1, 50.0), (1, 2, 50.0), (2, 9, 10.0), (2, 3, 10.0)])
+    con = sqlite3.connect(db)
+    con.execute("UPDATE tags SET tag = ? WHERE rowid = 3", (b"p\xffp",))  # invalid UTF-8 blob
+    con.commit()
+    con.close()
+    with pytest.raises(IngestError, match=r"bad\.db: table tags, rowid 2: table tags: tag of 5,000 characters"):
+        read_tags(db)
+    rep = read_tags(db, skip_bad=True).report
+    assert balanced(rep)
+    assert (rep.read, rep.kept, rep.rejected) == (3, 1, 2)
+    assert (rep.links_read, rep.links_kept, rep.links_rejected) == (4, 1, 3)
+    reasons = " | ".join(r.reason for r in rep.rejects)
+    assert "invalid UTF-8 in tag" in reasons and "tag rowid 9 is not in table tags" in reasons
+
+
+def test_not_a_database(tmp_path):
+    src = write_bytes(tmp_path / "x.db", b"SQLite format 3\x00" + b"\x00" * 200)
+    with pytest.raises(IngestError, match=r"x\.db"):
+        read_tags(src)
+
+
+def test_detect_format(tmp_path, shared):
+    assert detect_format(shared / "lastfm" / "tags.txt") == "lines"
+    assert detect_format(write_bytes(tmp_path / "u.txt", b"\nrock\t3\n")) == "unique_tags"
+    assert detect_format(write_bytes(tmp_path / "a.csv", b"track_id,tags\n")) == "csv"
+    db = make_msd_db(tmp_path / "l.bin", [], [], [])
+    assert detect_format(db) == "sqlite"
+
+
+# ---------------------------------------------------------------- bad input
+
+BAD_LINES = [
+    (b"p\xe9p\t3", "invalid UTF-8"),
+    (b"rock 5", "missing tab"),
+    (b"   \t3", "empty tag"),
+    (b"x" * 5000 + b"\t1", "tag of 5,000 characters exceeds max_len=255"),
+    (b"ro\x00ck\t2", "NUL byte"),
+    (b"rock\tmany", "count 'many' is not a non-negative integer"),
+    (b"rock\t-4", "is not a non-negative integer"),
+]
+
+
+@pytest.mark.parametrize("bad, reason", BAD_LINES, ids=[r for _, r in BAD_LINES])
+def test_bad_line_names_file_and_line(tmp_path, bad, reason):
+    src = write_bytes(tmp_path / "lastfm_unique_tags.txt", b"rock\t1\npop\t2\n" + bad + b"\njazz\t3\n")
+    with pytest.raises(IngestError) as err:
+        read_tags(src, "unique_tags")
+    assert f"lastfm_unique_tags.txt:3: " in str(err.value) and reason in str(err.value)
+    rep = read_tags(src, "unique_tags", skip_bad=True).report
+    assert (rep.read, rep.kept, rep.merged, rep.rejected) == (4, 3, 0, 1)
+    assert rep.rejects[0].line == 3 and reason in rep.rejects[0].reason
+
+
+def test_skip_bad_counts_every_reject(tmp_path):
+    lines = [b"ok\t1"] + [bad for bad, _ in BAD_LINES] + [b"OK\t2", b"fine\t3"]
+    src = write_bytes(tmp_path / "u.txt", b"\n".join(lines) + b"\n")
+    res = read_tags(src, "unique_tags", skip_bad=True)
+    rep = res.report
+    assert (rep.read, rep.kept, rep.merged, rep.rejected) == (10, 2, 1, 7) and balanced(rep)
+    assert [r.line for r in rep.rejects] == list(range(2, 9))
+    assert res.tags.to_pylist() == [{"tag_id": 0, "tag": "ok", "count": 3},
+                                    {"tag_id": 1, "tag": "fine", "count": 3}]
+
+
+def test_max_len_is_configurable(tmp_path):
+    src = write_bytes(tmp_path / "t.txt", "ab\nabcdef\n".encode())
+    with pytest.raises(IngestError, match=r"t\.txt:2: tag of 6 characters exceeds max_len=5"):
+        read_tags(src, max_len=5)
+    assert read_tags(src, max_len=6).report.kept == 2
+
+
+def test_line_numbers_follow_newlines_only(tmp_path):
+    # BOM, CRLF and a U+2028 inside a tag must not shift line numbers (str.splitlines would)
+    src = write_bytes(tmp_path / "t.txt", "\ufeffa\r\nb\u2028c\r\n\r\nd\r\n".encode())
+    with pytest.raises(IngestError, match=r"t\.txt:3: empty tag"):
+        read_tags(src)
+    res = read_tags(src, skip_bad=True)
+    assert res.tags.column("tag").to_pylist() == ["a", "b c", "d"]
+
+
+def test_csv_bad_rows(tmp_path):
+    src = write_bytes(tmp_path / "t.csv", b"track_id,tags\nTR1,rock;;pop\nTR2\n,jazz\n")
+    with pytest.raises(IngestError, match=r"t\.csv:2: empty tag"):
+        read_tags(src)
+    rep = read_tags(src, skip_bad=True).report
+    assert balanced(rep)
+    assert (rep.read, rep.kept, rep.rejected) == (5, 2, 3)
+    assert [r.line for r in rep.rejects] == [2, 3, 4]
+
+
+def test_cli_prints_report(tmp_path, capsys):
+    src = write_bytes(tmp_path / "u.txt", b"rock\t1\nrock\t2\nbad line\n")
+    assert ing.main([str(src), "--out", str(tmp_path / "o")]) == 1
+    assert "u.txt:3: missing tab" in capsys.readouterr().err
+    assert ing.main([str(src), "--out", str(tmp_path / "o"), "--skip-bad"]) == 0
+    out = capsys.readouterr().out
+    assert "rows read 3, kept 1, merged 1, rejected 1" in out
+    assert pq.read_table(tmp_path / "o" / "tags.parquet").to_pylist() == [{"tag_id": 0, "tag": "rock", "count": 3}]
