@@ -1,0 +1,81 @@
+"""The tag pipeline end to end on real tags, and `tagfold query` over its outputs."""
+import subprocess
+import sys
+
+import pyarrow.parquet as pq
+import pytest
+
+from tagfold.pipeline.io import read_config
+from tagfold.pipeline.query import folded_into, format_page
+from tagfold.pipeline.run import PipelineConfig, run_pipeline
+
+OUTPUTS = {
+    "tags.parquet": ["tag_id", "tag", "count"],
+    "categories.parquet": ["tag_id", "tag", "category", "matched", "method", "score"],
+    "stage2.parquet": ["tag_id", "tag", "target", "rule"],
+    "stage3.parquet": ["tag_id", "tag", "target", "source", "distance", "cut"],
+    "fits.parquet": ["target", "mean", "std", "cut", "n", "folded"],
+}
+
+
+@pytest.fixture(scope="module")
+def pipeline_out(tmp_path_factory, real_tags):
+    src = tmp_path_factory.mktemp("in") / "tags.txt"
+    # Every 10th real tag plus the named thesis examples: big enough for stable normal fits.
+    src.write_text("\n".join(real_tags[::10] + ["hiphop", "4-amhappy-dancing", "happy"]) + "\n")
+    out = tmp_path_factory.mktemp("out")
+    timings = run_pipeline(out, PipelineConfig(input=str(src)))
+    return out, timings
+
+
+def test_every_output_is_written_with_schema_and_config(pipeline_out):
+    out, timings = pipeline_out
+    assert set(timings) == {"ingest", "stage1", "stage2", "vectors", "stage3"}
+    for name, columns in OUTPUTS.items():
+        table = pq.read_table(out / name)
+        assert table.column_names == columns, name
+        assert table.num_rows > 0, name
+    config = read_config(out / "stage3.parquet")
+    assert config["embed"]["percentile"] == 0.001
+    assert config["report"]["tags"] == pq.read_table(out / "tags.parquet").num_rows
+    assert (out / "categories.png").stat().st_size > 0 and (out / "stage3_distances.png").stat().st_size > 0
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_stage_outputs_share_the_ingest_tag_ids(pipeline_out):
+    out, _ = pipeline_out
+    tags = pq.read_table(out / "tags.parquet").to_pydict()
+    by_id = dict(zip(tags["tag_id"], tags["tag"]))
+    for name in ("categories.parquet", "stage2.parquet", "stage3.parquet"):
+        table = pq.read_table(out / name, columns=["tag_id", "tag"]).to_pydict()
+        assert all(by_id[i] == t for i, t in zip(table["tag_id"], table["tag"])), name
+
+
+def test_query_lists_folded_tags_sorted_and_paged(pipeline_out):
+    out, _ = pipeline_out
+    stage2 = folded_into(out, "happy", 2)
+    tags = stage2["tag"].to_pylist()
+    assert {"happy", "4-amhappy-dancing"} <= set(tags)
+    assert tags == sorted(tags)
+    stage3 = folded_into(out, "happy", 3, sort="distance")
+    d = [x for x in stage3["distance"].to_pylist() if x is not None]
+    assert d == sorted(d)
+    page = format_page(stage2, page=1, page_size=3)
+    assert page.count("\n") == 3 and f"page 1/{-(-len(tags) // 3)}" in page
+    with pytest.raises(ValueError, match="out of range"):
+        format_page(stage2, page=10**6, page_size=3)
+
+
+def test_query_unknown_tag_lists_the_valid_ones(pipeline_out):
+    out, _ = pipeline_out
+    with pytest.raises(KeyError, match="'hapy' is not a selected tag.*valid tags: rock, pop"):
+        folded_into(out, "hapy", 2)
+    proc = subprocess.run([sys.executable, "-m", "tagfold.cli", "query", "hapy", "--out", str(out)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 1 and "valid tags" in proc.stderr
+
+
+def test_missing_input_is_a_clear_error(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "tagfold.cli", "pipeline", "--input", str(tmp_path / "nope.txt"),
+                           "--out", str(tmp_path / "o")], capture_output=True, text=True)
+    assert proc.returncode == 1 and "nope.txt" in proc.stderr
