@@ -101,3 +101,29 @@ def test_bad_config_is_refused():
         EmbedConfig(percentile=1.5)
     with pytest.raises(ValueError, match="pooling"):
         EmbedConfig(pooling="max")
+
+
+def test_cooccurrence_word2vec_places_tags_used_together_closer(real_tags):
+    import pyarrow as pa
+
+    from tagfold.pipeline.vectors import cooccurrence_word2vec
+
+    # Eight groups of five real tags; each track carries the tags of one group only.
+    groups = [real_tags[100 * g:100 * g + 5] for g in range(1, 9)]
+    names = [t for g in groups for t in g]
+    tags = pa.table({"tag_id": pa.array(range(len(names)), pa.int32()), "tag": names})
+    rows = [(f"t{n}", 5 * (n % 8) + k) for n in range(400) for k in range(5)]
+    links = pa.table({"track_id": [r[0] for r in rows], "tag_id": pa.array([r[1] for r in rows], pa.int32()),
+                      "weight": pa.array([1.0] * len(rows), pa.float32())})
+    wv = cooccurrence_word2vec(links, tags, vector_size=16, epochs=30)
+    assert set(names) <= set(wv.key_to_index)
+    within = np.mean([wv.similarity(g[0], t) for g in groups for t in g[1:]])
+    across = np.mean([wv.similarity(a[0], b[0]) for a in groups for b in groups if a is not b])
+    assert within > across + 0.1, (within, across)
+
+
+def test_word2vec_without_track_links_is_a_clear_error():
+    from tagfold.pipeline.vectors import load_vectors
+
+    with pytest.raises(ValueError, match="needs track links"):
+        load_vectors("word2vec")
