@@ -1,0 +1,175 @@
+"""Evaluation (chunk averaging, fair truths, thesis tables, plots) and prediction on files."""
+import csv
+import json
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import soundfile as sf
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_train import CATS, CROP, TAGS, SynthLoaders, make_labels, tiny_config  # noqa: E402
+
+from tagfold.pipeline.io import write_parquet  # noqa: E402
+from tagfold.training import evaluate as ev  # noqa: E402
+from tagfold.training.metrics import UndefinedMetricWarning, score  # noqa: E402
+from tagfold.training.predict import evenly_spaced_chunks, format_results, main as predict_main, predict_files  # noqa: E402
+from tagfold.training.train import fit, read_labels  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("run")
+    torch.set_num_threads(1)
+    y2, split = make_labels(tmp / "labels_stage2.parquet")
+    # Stage I: a subset of Stage II's positives (fewer tags survive without cleaning).
+    ids, _, _, _, _ = read_labels(tmp / "labels_stage2.parquet")
+    y1 = y2.copy()
+    y1[::3] = 0
+    cols = {"track_id": pa.array(ids), "split": pa.array(split)}
+    cols.update({t: pa.array(y1[:, j], pa.uint8()) for j, t in enumerate(TAGS)})
+    write_parquet(pa.table(cols), tmp / "labels_stage1.parquet", {"categories": list(CATS)})
+    cfg = tiny_config(tmp, epochs=3, width=0.125, schedule="constant")
+    loaders = SynthLoaders(cfg.labels)
+    fit(cfg, loaders, quiet=True)
+    return cfg, loaders, tmp
+
+
+def test_evaluate_checkpoint_against_own_and_common_truth(trained):
+    cfg, loaders, tmp = trained
+    ids = loaders.ids
+    chunks_of = lambda t: evenly_spaced_chunks(loaders.audio[ids.index(t)], 4, CROP)  # noqa: E731
+    ecfg = ev.EvalConfig(checkpoints=(str(Path(cfg.out) / "best.pt"),), out=str(tmp / "report"), n_chunks=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        entry = ev.entry_from_checkpoint(ecfg.checkpoints[0], ecfg, chunks_of=chunks_of)
+    test_rows = np.flatnonzero(loaders.splits == "test")
+    assert entry.track_ids == [ids[i] for i in test_rows]
+    assert entry.scores.shape == (len(test_rows), len(TAGS)) and entry.name == "Stage II wave"
+    assert set(entry.truths) == {"own", "stage1"}
+    np.testing.assert_array_equal(entry.truths["own"], loaders.y[test_rows])
+    assert entry.truths["stage1"].sum() < entry.truths["own"].sum()
+
+    # Chunk averaging: the track score is the mean of its chunks' sigmoids.
+    model, _ = ev.load_model(ecfg.checkpoints[0])
+    with torch.no_grad():
+        direct = torch.sigmoid(model(torch.from_numpy(chunks_of(ids[test_rows[0]])))).mean(0).numpy()
+    np.testing.assert_allclose(entry.scores[0], direct, rtol=1e-5, atol=1e-6)
+
+    scored = ev.score_entries([entry])
+    ev.write_report(scored, ecfg.out, ecfg)
+    per_tag = list(csv.DictReader(open(tmp / "report" / "per_tag.csv")))
+    assert len(per_tag) == 2 * len(TAGS)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        ref = score(entry.truths["own"], entry.scores, TAGS)
+    own = {r["tag"]: r for r in per_tag if r["truth"] == "own"}
+    for j, t in enumerate(TAGS):
+        if np.isnan(ref.roc_auc[j]):
+            assert own[t]["roc_auc"] == ""
+        else:
+            assert float(own[t]["roc_auc"]) == pytest.approx(ref.roc_auc[j])
+    assert (tmp / "report" / "per_tag_pr_auc_stage1.png").stat().st_size > 1000
+
+
+def _entry(stage, rng, y_own, y_common, tags, cats):
+    scores = np.clip(y_own * 0.5 + rng.random(y_own.shape) * 0.7, 0, 1)
+    return ev.Entry(name=f"Stage {ev.ROMAN[stage]} mel", model="mel", stage=stage, tags=tags, categories=cats,
+                    track_ids=list(range(len(y_own))), scores=scores,
+                    truths={"own": y_own, "stage1": y_common, "latent": y_common})
+
+
+def test_thesis_tables(tmp_path):
+    rng = np.random.default_rng(0)
+    tags, cats = ("rock", "pop", "sad", "80s"), ("genre", "genre", "emotion", "numeric")
+    base = (rng.random((40, 4)) < 0.3).astype(np.uint8)
+    base[:, 3] = 0                       # '80s' has no positive in the common truth: undefined there
+    entries = []
+    for stage in (1, 2, 3):
+        own = base.copy()
+        own[rng.random(own.shape) < 0.1 * (stage - 1)] = 1   # later stages relabel with more positives
+        entries.append(_entry(stage, rng, own, base, tags, cats))
+    scored = ev.score_entries(entries)
+    t = ev.tables(scored)
+    header, rows = t["overall"]
+    assert header[:3] == ["model", "stage", "truth"] and len(rows) == 9
+    assert [r[1] for r in rows[:3]] == ["I", "II", "III"]
+    common = [r for r in rows if r[2] == "stage1"]
+    assert all(r[-1] == "3/4" for r in common)            # the undefined tag is out of the macro mean
+    ch, crows = t["by_category"]
+    assert ch == ["model", "truth", "category", "ROC-AUC Stage I", "ROC-AUC Stage II", "ROC-AUC Stage III",
+                  "PR-AUC Stage I", "PR-AUC Stage II", "PR-AUC Stage III"]
+    numeric_common = next(r for r in crows if r[1] == "stage1" and r[2] == "numeric")
+    assert numeric_common[3:] == ["undefined"] * 6
+    genre_own = next(r for r in crows if r[1] == "own" and r[2] == "genre")
+    s = score(entries[1].truths["own"], entries[1].scores, tags)
+    assert genre_own[4] == f"{100 * np.mean(s.roc_auc[:2]):.2f}"
+    ev.write_report(scored, tmp_path)
+    md = (tmp_path / "overall.md").read_text()
+    assert md.startswith("| model | stage | truth | macro ROC-AUC") and md.count("\n") == 11
+    assert (tmp_path / "by_category.csv").read_text().count("\n") == len(crows) + 1
+    for truth in ("own", "stage1", "latent"):
+        assert (tmp_path / f"per_tag_roc_auc_{truth}.png").exists()
+
+
+def test_load_truth_long_and_wide(tmp_path):
+    pa_long = pa.table({"track_id": ["x", "x", "y"], "tag": ["rock", "sad", "jazz"]})
+    write_parquet(pa_long, tmp_path / "long.parquet")
+    y = ev.load_truth(tmp_path / "long.parquet", TAGS, ["y", "x"])
+    np.testing.assert_array_equal(y, [[0, 0, 0, 0, 1], [1, 1, 0, 0, 0]])
+    lists = pa.table({"track_id": ["x", "y"], "tags": [["rock", "sad", "not selected"], []]})
+    write_parquet(lists, tmp_path / "latent.parquet")       # the demo's latent.parquet layout
+    np.testing.assert_array_equal(ev.load_truth(tmp_path / "latent.parquet", TAGS, ["x", "y"]),
+                                  [[1, 1, 0, 0, 0], [0] * 5])
+    with pytest.raises(ValueError, match="missing, e.g. track 'z'"):
+        ev.load_truth(tmp_path / "long.parquet", TAGS, ["z"])
+
+
+def test_predict_files_reports_unreadable(trained, tmp_path, capsys):
+    cfg, loaders, _ = trained
+    rng = np.random.default_rng(0)
+    good = []
+    for i in range(2):
+        p = tmp_path / f"song{i}.wav"
+        # 22.05 kHz stereo: predict must downmix and resample to 16 kHz.
+        wave = np.stack([loaders.audio[i]] * 2, axis=1)
+        sf.write(p, np.interp(np.arange(0, len(wave), 16000 / 22050), np.arange(len(wave)), wave[:, 0]), 22050)
+        good.append(p)
+    bad = tmp_path / "broken.mp3"
+    bad.write_bytes(b"not audio at all" * 10)
+    missing = tmp_path / "missing.flac"
+    ckp = str(Path(cfg.out) / "best.pt")
+    results = predict_files([good[0], bad, good[1], missing], ckp, top_k=3, n_chunks=4)
+    assert [r["file"] for r in results] == [str(good[0]), str(bad), str(good[1]), str(missing)]
+    assert [bool(r["error"]) for r in results] == [False, True, False, True]
+    top = results[0]["tags"]
+    assert len(top) == 3 and [s for _, s in top] == sorted((s for _, s in top), reverse=True)
+    assert {t for t, _ in top} <= set(TAGS)
+    rows = list(csv.DictReader(format_results(results, "csv").splitlines()))
+    assert len(rows) == 3 + 1 + 3 + 1
+    js = json.loads(format_results(results, "json"))
+    assert js[1]["error"] and js[0]["tags"][0]["tag"] == top[0][0]
+
+    assert predict_main([str(tmp_path), "--checkpoint", ckp, "--n-chunks", "2", "--format", "json"]) == 0
+    out = capsys.readouterr()
+    assert len(json.loads(out.out)) == 3 and "read 3 = predicted 2 + failed 1" in out.err
+    assert "broken.mp3: unreadable" in out.err
+
+
+def test_evenly_spaced_chunks():
+    w = np.arange(10, dtype=np.float32)
+    c = evenly_spaced_chunks(w, 3, 4)
+    np.testing.assert_array_equal(c[:, 0], [0, 3, 6])
+    assert evenly_spaced_chunks(w[:2], 2, 4).tolist() == [[0, 1, 0, 0]] * 2

@@ -1,0 +1,131 @@
+"""Per-stage label matrices: Stage I exact tags, II and III add mapped tags, weights, counting."""
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from tagfold.pipeline.labels import LabelsConfig, build_labels, label_matrix, main
+from tagfold.pipeline.selected import load_selected
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    manifest = pa.table({"track_id": ["a", "b", "c", "d"], "path": ["a.wav", "b.wav", "c.wav", "d.wav"],
+                         "split": ["train", "train", "valid", "test"]})
+    tags = pa.table({"tag_id": pa.array([0, 1, 2, 3, 4, 5], pa.int32()),
+                     "tag": ["rock", "Happy ", "hapy", "cheerful", "zzz", "80's"]})
+    track_tags = pa.table({"track_id": ["a", "a", "b", "b", "c", "e", "a"],
+                           "tag_id": pa.array([0, 4, 2, 3, 1, 0, 5], pa.int32()),
+                           "weight": pa.array([100, 50, 10, 80, 100, 100, 30], pa.float32())})
+    stage2 = pa.table({"tag_id": pa.array([0, 2, 5, 4], pa.int32()), "tag": ["rock", "hapy", "80's", "zzz"],
+                       "target": ["rock", "happy", "80s", None], "rule": ["exact", "typo", "decade", "blocked"]})
+    stage3 = pa.table({"tag_id": pa.array([3], pa.int32()), "tag": ["cheerful"], "target": ["happy"],
+                       "source": ["embedding"], "distance": [0.4], "cut": [0.5]})
+    paths = {}
+    for name, t in (("manifest", manifest), ("tags", tags), ("track_tags", track_tags),
+                    ("stage2", stage2), ("stage3", stage3)):
+        paths[name] = str(tmp_path / f"{name}.parquet")
+        pq.write_table(t, paths[name])
+    paths["out"] = str(tmp_path / "labels")
+    return paths
+
+
+def read(out, stage):
+    t = pq.read_table(f"{out}/labels_stage{stage}.parquet")
+    return t
+
+
+def test_stages_add_positives(inputs):
+    summary = build_labels(LabelsConfig(**inputs))
+    sel = load_selected()
+    t1, t2, t3 = (read(inputs["out"], s) for s in (1, 2, 3))
+    assert t1.column_names == ["track_id", "split", *sel.tags]
+    assert t1.column("track_id").to_pylist() == ["a", "b", "c", "d"]      # manifest order, all tracks
+    assert t1.column("split").cast(pa.string()).to_pylist() == ["train", "train", "valid", "test"]
+    assert t1.schema.field("rock").type == pa.uint8()
+    col = lambda t, tag: t.column(tag).to_pylist()  # noqa: E731
+    # Stage I: only raw tags equal to a selected tag ('Happy ' after trimming and lower-casing).
+    assert col(t1, "rock") == [1, 0, 0, 0] and col(t1, "happy") == [0, 0, 1, 0] and col(t1, "80s") == [0] * 4
+    # Stage II adds the rule mapping: 'hapy' -> happy for b, "80's" -> 80s for a.
+    assert col(t2, "happy") == [0, 1, 1, 0] and col(t2, "80s") == [1, 0, 0, 0]
+    # Stage III adds the embedding mapping ('cheerful' -> happy, b already had it) and keeps II.
+    assert col(t3, "happy") == [0, 1, 1, 0] and col(t3, "80s") == [1, 0, 0, 0] and col(t3, "rock") == [1, 0, 0, 0]
+    # Counting: 7 rows read = 6 kept + 1 for track 'e', which has no audio; 'd' has no tags at all.
+    assert summary["track_tag_rows_read"] == 7 == summary["track_tag_rows_kept"] + summary["track_tag_rows_no_audio"]
+    assert summary["tracks_without_audio"] == 1
+    assert summary["stage1"]["tracks_without_positive"] == 2      # b (only 'hapy', 'cheerful') and d
+    assert summary["stage3"]["tracks_without_positive"] == 1
+    assert summary["mapping_rows_without_target"]["stage2"] == 1
+    saved = json.loads((pq.read_schema(f"{inputs['out']}/labels_stage2.parquet").metadata[b"tagfold.config"]))
+    assert saved["categories"][0] == "genre" and saved["selected_tags"][0] == "rock"
+
+
+def test_min_weight(inputs):
+    s = build_labels(LabelsConfig(**inputs, min_weight=40))
+    t2 = read(inputs["out"], 2)
+    # b's 'hapy' has weight 10 and a's "80's" weight 30: both dropped, and counted.
+    assert t2.column("happy").to_pylist() == [0, 0, 1, 0] and t2.column("80s").to_pylist() == [0] * 4
+    assert s["track_tag_rows_below_min_weight"] == 2
+    assert s["track_tag_rows_read"] == s["track_tag_rows_kept"] + s["track_tag_rows_no_audio"] \
+        + s["track_tag_rows_below_min_weight"]
+
+
+def test_unknown_target_names_file_and_row(inputs, tmp_path):
+    bad = pa.table({"tag_id": pa.array([3], pa.int32()), "target": ["singer songwriter"]})
+    pq.write_table(bad, tmp_path / "bad.parquet")
+    with pytest.raises(ValueError, match=r"bad.parquet: row 0 \(tag_id 3\): target 'singer songwriter'"):
+        build_labels(LabelsConfig(**{**inputs, "stage3": str(tmp_path / "bad.parquet")}))
+
+
+def test_missing_column_and_duplicate_tracks(inputs, tmp_path):
+    pq.write_table(pa.table({"track_id": ["a"]}), tmp_path / "m.parquet")
+    with pytest.raises(ValueError, match="missing column.*split"):
+        build_labels(LabelsConfig(**{**inputs, "manifest": str(tmp_path / "m.parquet")}))
+    pq.write_table(pa.table({"track_id": ["a", "a"], "split": ["train", "test"]}), tmp_path / "d.parquet")
+    with pytest.raises(ValueError, match="duplicate track_id"):
+        build_labels(LabelsConfig(**{**inputs, "manifest": str(tmp_path / "d.parquet")}))
+
+
+def test_cli(inputs, capsys):
+    args = ["--manifest", inputs["manifest"], "--track-tags", inputs["track_tags"], "--tags", inputs["tags"],
+            "--stage2", inputs["stage2"], "--stage3", inputs["stage3"], "--out", inputs["out"]]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "read 7 = kept 6 + no audio 1" in err and "stage 3:" in err
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 9)), max_size=30),
+       st.lists(st.tuples(st.integers(0, 9), st.integers(0, 3)), max_size=20))
+def test_label_matrix_matches_plain_loop(track_tag, pairs):
+    rows = np.array([r for r, _ in track_tag], np.int64)
+    tags = np.array([t for _, t in track_tag], np.int64)
+    ptag = np.array([t for t, _ in pairs], np.int64)
+    pcol = np.array([c for _, c in pairs], np.int64)
+    ref = np.zeros((6, 4), np.uint8)
+    for r, t in track_tag:
+        for pt, pc in pairs:
+            if pt == t:
+                ref[r, pc] = 1
+    np.testing.assert_array_equal(label_matrix(rows, tags, ptag, pcol, 6, 4), ref)
+
+
+def test_with_the_real_tag_pipeline(tmp_path):
+    """`tagfold pipeline` outputs -> `tagfold labels`: schemas agree and stages add positives."""
+    from tagfold.cli import main as cli
+    (tmp_path / "tags.csv").write_text("track_id,tags\nt1,rock;happy\nt2,hapy;80's rock\nt3,zzzzz\nt9,jazz\n")
+    assert cli(["pipeline", "--input", str(tmp_path / "tags.csv"), "--format", "csv",
+                "--out", str(tmp_path / "tags"), "--no-plots"]) == 0
+    pq.write_table(pa.table({"track_id": ["t1", "t2", "t3"], "split": ["train", "valid", "test"]}),
+                   tmp_path / "manifest.parquet")
+    t = tmp_path / "tags"
+    s = build_labels(LabelsConfig(manifest=str(tmp_path / "manifest.parquet"), track_tags=str(t / "track_tags.parquet"),
+                                  tags=str(t / "tags.parquet"), stage2=str(t / "stage2.parquet"),
+                                  stage3=str(t / "stage3.parquet"), out=str(tmp_path / "labels")))
+    assert s["track_tag_rows_no_audio"] == 1 and s["tracks_without_audio"] == 1     # t9
+    happy = [read(tmp_path / "labels", st).column("happy").to_pylist() for st in (1, 2, 3)]
+    assert happy == [[1, 0, 0], [1, 1, 0], [1, 1, 0]]          # 'hapy' is folded from Stage II on
+    assert s["stage3"]["tracks_without_positive"] == 1          # t3 ('zzzzz') kept, counted

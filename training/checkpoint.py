@@ -1,0 +1,104 @@
+"""Checkpoints: one file each, atomic, checksummed, and loaded without executing pickles.
+
+File layout: a header line `TAGFOLDCKPT1 <sha256 hex of the payload>\\n`, then the payload
+written by `torch.save`. A killed write never replaces a good file (temp + rename); a file cut
+short or altered later fails the checksum; and loading goes through
+`torch.load(weights_only=True)`, which refuses any pickle that would build arbitrary objects
+(a malicious checkpoint raises CheckpointError instead of running code). Payloads therefore
+hold only tensors, dicts, lists, tuples, strings and numbers.
+
+In a run folder, `epoch-NNNN.pt` is written after every epoch (the last `keep` are kept) and
+`best.pt` holds the best epoch by validation macro PR-AUC. `load_latest` walks back from the
+newest epoch file to the newest one that verifies, warning about each bad one.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tagfold.pipeline.io import atomic_path
+
+MAGIC = b"TAGFOLDCKPT1"
+_EPOCH_RE = re.compile(r"^epoch-(\d{4,})\.pt$")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file is truncated, corrupt, not a tagfold checkpoint, or unsafe."""
+
+
+def save(state: dict[str, Any], path: str | Path) -> Path:
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    payload = buf.getvalue()
+    digest = hashlib.sha256(payload).hexdigest().encode()
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(MAGIC + b" " + digest + b"\n")
+            f.write(payload)
+    return Path(path)
+
+
+def load(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read checkpoint ({e})") from e
+    header, sep, payload = data.partition(b"\n")
+    parts = header.split(b" ")
+    if not sep or len(parts) != 2 or parts[0] != MAGIC or len(parts[1]) != 64:
+        raise CheckpointError(f"{path}: not a tagfold checkpoint (expected header '{MAGIC.decode()} <sha256>')")
+    if hashlib.sha256(payload).hexdigest().encode() != parts[1]:
+        raise CheckpointError(f"{path}: checksum mismatch ({len(payload)} payload bytes): "
+                              "the file is truncated or corrupt")
+    try:
+        state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle.UnpicklingError for unsafe globals, RuntimeError for bad zip
+        raise CheckpointError(f"{path}: refused to load: {type(e).__name__}: {str(e).splitlines()[0]}") from e
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: payload is a {type(state).__name__}, expected a dict")
+    return state
+
+
+def epoch_path(run_dir: str | Path, epoch: int) -> Path:
+    return Path(run_dir) / f"epoch-{epoch:04d}.pt"
+
+
+def epoch_files(run_dir: str | Path) -> list[Path]:
+    """Epoch checkpoints in a run folder, newest first."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in run_dir.iterdir() if (m := _EPOCH_RE.match(p.name))]
+    return [p for _, p in sorted(found, reverse=True)]
+
+
+def load_latest(run_dir: str | Path) -> tuple[dict[str, Any], Path] | None:
+    """The newest epoch checkpoint that verifies; None if the folder has none at all.
+
+    Each bad file is reported with a warning and skipped; if every file is bad this raises,
+    because silently starting from scratch would throw away a run the user asked to resume.
+    """
+    files = epoch_files(run_dir)
+    errors = []
+    for path in files:
+        try:
+            return load(path), path
+        except CheckpointError as e:
+            errors.append(str(e))
+            warnings.warn(f"{e}; falling back to the previous checkpoint", stacklevel=2)
+    if errors:
+        raise CheckpointError(f"{run_dir}: no usable checkpoint among {len(files)}:\n  " + "\n  ".join(errors))
+    return None
+
+
+def prune(run_dir: str | Path, keep: int) -> None:
+    """Delete all but the newest `keep` epoch files (keep >= 2 so one good fallback remains)."""
+    for path in epoch_files(run_dir)[max(keep, 2):]:
+        path.unlink(missing_ok=True)
