@@ -12,7 +12,7 @@ OUT ?= out
 PYX := $(wildcard native/*.pyx)
 EXT_STAMP := $(VENV)/.ext-built
 
-.PHONY: install test bench bench-compare pipeline train evaluate clean
+.PHONY: install test pipeline train evaluate clean
 
 install: $(VENV)/.deps $(VENV)/.editable $(EXT_STAMP)
 
@@ -41,8 +41,18 @@ test: install
 pipeline: install
 	$(TAGFOLD) pipeline --out $(OUT)/tags
 
-bench: install
-	$(PY) -m pytest benchmarks --benchmark-only --benchmark-autosave --benchmark-storage=.benchmarks/$$(hostname) $(PYTEST_ARGS)
+# With no DATA, `tagfold train` builds the embedded demo dataset under $(OUT)/demo first.
+train: install
+	TAGFOLD_OUT=$(OUT) $(TAGFOLD) train --stage $(STAGE) --input $(INPUT) $(if $(DATA),--data $(DATA)) \
+	  --out $(OUT)/train/stage$(STAGE)-$(INPUT) $(TRAIN_ARGS)
+
+evaluate: install
+	TAGFOLD_OUT=$(OUT) $(TAGFOLD) evaluate --checkpoint $(wildcard $(OUT)/train/stage*-$(INPUT)/best.pt) \
+	  --out $(OUT)/eval-$(INPUT) $(EVAL_ARGS)
 
 clean:
 	rm -rf build native/_*.c native/*.so $(OUT)
+
+# Container and benchmark-guard targets (kept beside the files they drive).
+include docker/docker.mk
+include benchmarks/bench.mk

@@ -15,3 +15,6 @@ def shared() -> Path:
 def real_tags(shared) -> list[str]:
     """The 58,702 real Last.fm tags, in file order."""
     return (shared / "lastfm" / "tags.txt").read_text("utf-8").splitlines()
+
+# Prints the "kernel vs reference (same run)" ratio table that benchmarks record.
+from ratios import pytest_terminal_summary  # noqa: E402,F401
