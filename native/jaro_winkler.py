@@ -52,12 +52,17 @@ def _effective_cutoff(score_cutoff: float) -> float:
     return float(np.float32(score_cutoff))
 
 
-def _code_points(strings: Sequence[str], what: str) -> tuple[np.ndarray, np.ndarray]:
-    """All strings as one uint32 code-point buffer plus int64 offsets (n + 1)."""
-    strings = list(strings)
+def _require_str(strings: Sequence, what: str) -> None:
+    # rapidfuzz (the reference) scores None, bytes and NaN as "no match"; both implementations
+    # refuse them instead, so a stray non-string never passes silently as an unmatched tag.
     for i, s in enumerate(strings):
         if not isinstance(s, str):
             raise TypeError(f"{what}[{i}] is {type(s).__name__}, expected str")
+
+
+def _code_points(strings: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """All strings as one uint32 code-point buffer plus int64 offsets (n + 1)."""
+    strings = list(strings)
     lengths = np.fromiter(map(len, strings), dtype=np.int64, count=len(strings))
     off = np.zeros(len(strings) + 1, dtype=np.int64)
     np.cumsum(lengths, out=off[1:])
@@ -71,7 +76,7 @@ def _encode_vocab(vocab: Sequence[str], threads: int):
     """Vocabulary ids (ranks in its own sorted alphabet), offsets, lengths, masks, 1/length."""
     from tagfold.native import _jaro
 
-    v_buf, v_off = _code_points(vocab, "vocab")
+    v_buf, v_off = _code_points(vocab)
     alphabet = np.unique(v_buf)
     v_ids = _jaro.to_ids(v_buf, alphabet, threads)
     v_len = np.diff(v_off)
@@ -86,7 +91,7 @@ def _encode_queries(queries: Sequence[str], alphabet: np.ndarray, threads: int):
     len(alphabet), which never equals a vocabulary id, so it can never match."""
     from tagfold.native import _jaro
 
-    q_buf, q_off = _code_points(queries, "queries")
+    q_buf, q_off = _code_points(queries)
     q_ids = _jaro.to_ids(q_buf, alphabet, threads)
     return q_ids, q_off, _jaro.char_masks(q_ids, q_off)
 
@@ -137,6 +142,8 @@ def best_match(queries: Sequence[str], vocab: Sequence[str], score_cutoff: float
     """
     queries, vocab = list(queries), list(vocab)
     threads = _check(score_cutoff, prefix_weight, threads)
+    _require_str(queries, "queries")
+    _require_str(vocab, "vocab")
     native = resolve_impl(impl) == "native"  # first, so a missing extension fails even on empty input
     n = len(queries)
     if n == 0 or not vocab:
@@ -162,6 +169,8 @@ def all_matches(queries: Sequence[str], vocab: Sequence[str], score_cutoff: floa
     sorted by (query, vocab). A cutoff <= 0 returns every pair."""
     queries, vocab = list(queries), list(vocab)
     threads = _check(score_cutoff, prefix_weight, threads)
+    _require_str(queries, "queries")
+    _require_str(vocab, "vocab")
     native = resolve_impl(impl) == "native"
     if not queries or not vocab:
         return np.zeros(0, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float64)

@@ -456,9 +456,16 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if not 0.0 < args.typo_cutoff <= 1.0:
         parser.error(f"--typo-cutoff must be in (0, 1], got {args.typo_cutoff}")
-    from tagfold.pipeline.io import write_parquet
+    from tagfold.pipeline.io import output_lock
 
     config = CollapseConfig(typo_cutoff=args.typo_cutoff, rules_dir=args.rules_dir)
+    with output_lock(args.out):
+        return _run(args, config)
+
+
+def _run(args, config: CollapseConfig) -> int:
+    from tagfold.pipeline.io import write_parquet
+
     print(config, file=sys.stderr)
     tags, tag_ids = _read_tags(args.tags)
     selected = load_selected(args.selected)

@@ -457,6 +457,9 @@ def read_tags(path: str | Path, fmt: str = "auto", *, skip_bad: bool = False, ma
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        # an empty file is a failed download or copy far more often than a real empty list
+        raise IngestError(f"{path}: empty file (0 bytes); expected tags in one of the formats {', '.join(FORMATS[1:])}")
     resolved = detect_format(path) if fmt == "auto" else fmt
     config = IngestConfig(fmt, skip_bad, max_len, casefold)
     col = _Collector(path, resolved, config)

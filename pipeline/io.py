@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -34,9 +35,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # the writer's pid in the name lets output_lock tell a dead run's leftover from a live write
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f"-{os.getpid()}.tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp)
+    # mkstemp creates 0600; outputs get the usual permissions (umask applied) like any new file.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     try:
         yield tmp
         with open(tmp, "rb") as f:
@@ -70,13 +76,40 @@ def write_text(text: str, path: str | os.PathLike) -> Path:
     return Path(path)
 
 
+_TEMP_RE = re.compile(r"^\..+-(\d+)\.tmp$")
+
+
+def remove_dead_temps(folder: str | os.PathLike) -> int:
+    """Delete atomic_path temp files in `folder` whose writing process no longer exists.
+
+    A SIGKILLed run cannot clean up after itself; nothing ever reads these files, but they
+    would pile up. Files of live writers (other array jobs sharing the folder) are left alone.
+    """
+    removed = 0
+    for entry in os.scandir(folder):
+        m = _TEMP_RE.match(entry.name)
+        if not m or not entry.is_file(follow_symlinks=False):
+            continue
+        try:
+            os.kill(int(m.group(1)), 0)
+        except ProcessLookupError:
+            Path(entry.path).unlink(missing_ok=True)
+            removed += 1
+        except (PermissionError, OverflowError, ValueError):
+            pass   # alive under another user, or not a pid we can judge: keep it
+    return removed
+
+
 class OutputLocked(RuntimeError):
     """Another tagfold run holds the output directory."""
 
 
 @contextlib.contextmanager
-def output_lock(out_dir: str | os.PathLike) -> Iterator[Path]:
+def output_lock(out_dir: str | os.PathLike, name: str = ".tagfold.lock") -> Iterator[Path]:
     """Hold an exclusive lock on `out_dir` for the length of a run.
+
+    `name` lets independent jobs share one directory with one lock each (the array jobs of
+    `prep-audio --shard K/N` each write only their own files).
 
     Two runs writing the same directory would interleave their files; the second one refuses
     instead. flock is released by the kernel when the process dies (even on SIGKILL), so a
@@ -86,7 +119,7 @@ def output_lock(out_dir: str | os.PathLike) -> Iterator[Path]:
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    lock_path = out_dir / ".tagfold.lock"
+    lock_path = out_dir / name
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
@@ -98,6 +131,7 @@ def output_lock(out_dir: str | os.PathLike) -> Iterator[Path]:
                 "wait for it to finish or choose another --out") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
+        remove_dead_temps(out_dir)
         yield out_dir
     finally:
         os.close(fd)

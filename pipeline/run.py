@@ -72,6 +72,8 @@ def run_pipeline(out_dir: str | Path, config: PipelineConfig = PipelineConfig())
         ingested = ingest(source, out_dir, "lines" if config.input is None else config.format,
                           skip_bad=config.skip_bad)
         print(ingested.report.summary(), file=sys.stderr)
+        if ingested.tags.num_rows == 0:
+            raise ValueError(f"no usable tags: {ingested.report.summary()}")
         tags = ingested.tags.column("tag").to_pylist()
         tag_ids = ingested.tags.column("tag_id").combine_chunks()
         done("ingest")

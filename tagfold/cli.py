@@ -44,7 +44,12 @@ def main(argv=None) -> int:
         print(f"tagfold: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
     module = importlib.import_module(COMMANDS[name][0])
-    return int(module.main(rest) or 0)
+    from tagfold.pipeline.io import OutputLocked
+    try:
+        return int(module.main(rest) or 0)
+    except OutputLocked as e:   # every command that writes a folder holds its lock: one message for all
+        print(f"tagfold {name}: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -62,3 +62,14 @@ def test_second_run_on_same_output_dir_is_refused(tmp_path):
     # SIGKILL released the lock: the next run proceeds.
     with output_lock(tmp_path):
         pass
+
+
+def test_outputs_get_the_usual_permissions(tmp_path):
+    import os
+
+    umask = os.umask(0o022)
+    try:
+        out = write_parquet(pa.table({"x": [1]}), tmp_path / "x.parquet")
+    finally:
+        os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o644

@@ -60,7 +60,12 @@ def load(path: str | Path) -> dict[str, Any]:
     try:
         state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
     except Exception as e:  # pickle.UnpicklingError for unsafe globals, RuntimeError for bad zip
-        raise CheckpointError(f"{path}: refused to load: {type(e).__name__}: {str(e).splitlines()[0]}") from e
+        # torch's message opens with advice to retry with weights_only=False, which on a hostile
+        # file runs its code: keep only the line that says what was refused.
+        lines = [s.strip() for s in str(e).splitlines() if s.strip() and "weights_only" not in s]
+        why = next((s for s in lines if "GLOBAL" in s), lines[0] if lines else "")
+        raise CheckpointError(f"{path}: refused to load: {type(e).__name__}: {why} (a tagfold checkpoint "
+                              "holds only tensors and plain data; do not load this file by other means)") from e
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: payload is a {type(state).__name__}, expected a dict")
     return state

@@ -267,9 +267,6 @@ def write_report(scored: list[dict], out: str | Path, cfg=None) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import pyarrow as pa
-    from tagfold.pipeline.io import write_parquet
-
     p = argparse.ArgumentParser(prog="tagfold evaluate", description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", nargs="+", required=True, help="one or more checkpoints (e.g. each stage's best.pt)")
     p.add_argument("--split", default="test")
@@ -283,6 +280,20 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--n-chunks must be >= 1, got {a.n_chunks}")
     cfg = EvalConfig(checkpoints=tuple(a.checkpoint), out=a.out, split=a.split, n_chunks=a.n_chunks,
                      batch_tracks=a.batch_tracks, latent=a.latent, device=a.device)
+    from tagfold.pipeline.io import output_lock
+    from tagfold.training.checkpoint import CheckpointError
+    try:
+        with output_lock(cfg.out):
+            return _run(cfg)
+    except (CheckpointError, FileNotFoundError) as e:
+        print(f"tagfold evaluate: {e}", file=sys.stderr)
+        return 1
+
+
+def _run(cfg: EvalConfig) -> int:
+    import pyarrow as pa
+    from tagfold.pipeline.io import write_parquet
+
     entries = [entry_from_checkpoint(c, cfg) for c in cfg.checkpoints]
     for e in entries:
         cols = {"track_id": pa.array([str(t) for t in e.track_ids])}

@@ -118,8 +118,13 @@ def main(argv: list[str] | None = None) -> int:
     if not paths:
         print("tagfold predict: no audio files found", file=sys.stderr)
         return 1
-    results = predict_files(paths, a.checkpoint, top_k=a.top_k, n_chunks=a.n_chunks,
-                            batch_files=a.batch_files, device=a.device)
+    from tagfold.training.checkpoint import CheckpointError
+    try:
+        results = predict_files(paths, a.checkpoint, top_k=a.top_k, n_chunks=a.n_chunks,
+                                batch_files=a.batch_files, device=a.device)
+    except CheckpointError as e:
+        print(f"tagfold predict: {e}", file=sys.stderr)
+        return 1
     text = format_results(results, a.format)
     if a.out:
         from tagfold.pipeline.io import write_text

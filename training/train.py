@@ -408,8 +408,9 @@ def build_demo(root: Path) -> Path:
         run("labels", ["--manifest", str(demo / "manifest.parquet"), "--track-tags", str(tags / "track_tags.parquet"),
                        "--tags", str(tags / "tags.parquet"), "--stage2", str(tags / "stage2.parquet"),
                        "--stage3", str(tags / "stage3.parquet"), "--out", str(labels)])
-    if not prep.exists():
-        run("prep-audio", ["--manifest", str(demo / "manifest.parquet"), "--out", str(prep)])
+    # Always run prep: it resumes, and redoes nothing once every group is done. Testing for prep/
+    # would take a run killed midway for a finished one and train on part of the clips.
+    run("prep-audio", ["--manifest", str(demo / "manifest.parquet"), "--out", str(prep)])
     return root
 
 
@@ -454,14 +455,19 @@ def main(argv: list[str] | None = None) -> int:
     if not cfg.data and not cfg.labels:
         from tagfold.pipeline.paths import DEFAULT_OUT
         build_demo(DEFAULT_OUT / "demo")
-    cfg = cfg.resolved()
-    from tagfold.pipeline.io import output_lock
+    from tagfold.pipeline.io import OutputLocked, output_lock
     rank, _ = _distributed()
-    if rank == 0:
-        with output_lock(cfg.out):
+    try:
+        cfg = cfg.resolved()
+        if rank == 0:
+            with output_lock(cfg.out):
+                out = fit(cfg).out
+        else:
             out = fit(cfg).out
-    else:
-        out = fit(cfg).out
+    except (OutputLocked, ckpt.CheckpointError, FileNotFoundError, ValueError) as e:
+        # the user's mistake or a damaged file: the message says which, a traceback would bury it
+        print(f"tagfold train: {e}", file=sys.stderr)
+        return 1
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
     if rank == 0:

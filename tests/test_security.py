@@ -1,0 +1,189 @@
+"""Security: checkpoints and shards load without executing code, and paths read from manifests
+and CSVs cannot leave the configured data root unless the user allows it.
+
+The malicious checkpoint is a real pickle whose __reduce__ runs `os.system` to create a marker
+file; it carries a valid tagfold header and checksum, so only the safe unpickler stands between
+it and the shell. Every entry point that loads a checkpoint (the library, `tagfold train
+--resume`, `tagfold evaluate`, `tagfold predict`) must refuse it and leave no marker.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+import hostile
+from tagfold.training import checkpoint as ckpt
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+class _Exploit:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def malicious_checkpoint(path: Path, marker: Path, with_header: bool = True) -> Path:
+    buf = io.BytesIO()
+    # a plausible state dict with the exploit tucked inside, saved the way torch would
+    torch.save({"config": {"model": "wave"}, "epoch": 1, "model": {"w": _Exploit(marker)}}, buf)
+    payload = buf.getvalue()
+    header = ckpt.MAGIC + b" " + hashlib.sha256(payload).hexdigest().encode() + b"\n"
+    path.write_bytes((header if with_header else b"") + payload)
+    return path
+
+
+def test_exploit_is_live(tmp_path):
+    """Guard against a test that cannot fail: unpickled unsafely, this payload does run."""
+    marker = tmp_path / "pwned"
+    path = malicious_checkpoint(tmp_path / "evil.pt", marker, with_header=False)
+    torch.load(path, weights_only=False)
+    assert marker.exists()
+
+
+def test_library_refuses_malicious_checkpoint(tmp_path):
+    marker = tmp_path / "pwned"
+    path = malicious_checkpoint(tmp_path / "evil.pt", marker)
+    with pytest.raises(ckpt.CheckpointError, match="refused to load") as err:
+        ckpt.load(path)
+    assert not marker.exists()
+    # the message names what was refused, and never suggests the unsafe way round it
+    assert "posix.system" in str(err.value) and "weights_only" not in str(err.value)
+    bare = malicious_checkpoint(tmp_path / "bare.pt", marker, with_header=False)
+    with pytest.raises(ckpt.CheckpointError, match="not a tagfold checkpoint"):
+        ckpt.load(bare)
+    assert not marker.exists()
+
+
+def test_plain_pickle_with_forged_header_is_refused(tmp_path):
+    marker = tmp_path / "pwned"
+    payload = pickle.dumps(_Exploit(marker))
+    path = tmp_path / "pickle.pt"
+    path.write_bytes(ckpt.MAGIC + b" " + hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload)
+    with pytest.raises(ckpt.CheckpointError):
+        ckpt.load(path)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "predict"])
+def test_cli_refuses_malicious_checkpoint(command, tmp_path):
+    marker = tmp_path / "pwned"
+    if command == "train":
+        run_dir = tmp_path / "run"
+        run_dir.mkdir()
+        malicious_checkpoint(ckpt.epoch_path(run_dir, 1), marker)
+        labels = tmp_path / "labels.parquet"
+        _tiny_labels(labels)
+        args = ["train", "--labels", str(labels), "--prep", str(tmp_path), "--out", str(run_dir),
+                "--resume", "--device", "cpu", "--model", "wave"]
+    else:
+        evil = malicious_checkpoint(tmp_path / "evil.pt", marker)
+        audio = hostile.wav_ok(tmp_path / "a.wav", 1.0)
+        args = (["evaluate", "--checkpoint", str(evil), "--out", str(tmp_path / "eval"), "--device", "cpu"]
+                if command == "evaluate" else ["predict", str(audio), "--checkpoint", str(evil)])
+    r = subprocess.run([sys.executable, "-m", "tagfold.cli", *args], env=ENV, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode != 0
+    assert "refused to load" in r.stderr and "posix.system" in r.stderr, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr and "weights_only" not in r.stderr, r.stderr[-2000:]
+    assert not marker.exists()
+
+
+def _tiny_labels(path: Path) -> None:
+    import pyarrow as pa
+
+    from tagfold.pipeline.io import write_parquet
+    write_parquet(pa.table({"track_id": ["a", "b"], "split": ["train", "valid"],
+                            "rock": pa.array([1, 0], pa.uint8())}), path, {"categories": ["genre"]})
+
+
+def test_object_shard_is_refused_not_unpickled(tmp_path):
+    """A prep shard replaced by a pickled object array must not run code in the loader."""
+    from tagfold.training.loaders import ShardStore
+    marker = tmp_path / "pwned"
+    prep = tmp_path / "prep"
+    (tmp_path / "audio").mkdir()
+    hostile.wav_ok(tmp_path / "audio" / "a.wav", 1.0)
+    manifest = hostile.manifest(tmp_path / "m.parquet", tmp_path, [("a", "audio/a.wav")])
+    from tagfold.pipeline.audio_prep import PrepConfig, prep_audio
+    prep_audio(PrepConfig(str(manifest), str(prep)), progress=False)
+    np.save(prep / "shard-00000.npy", np.array([_Exploit(marker)], dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError, match="Python objects|pickle"):
+        ShardStore(prep).read("a", 0, 100)
+    assert not marker.exists()
+
+
+# ----------------------------------------------------------------------------- data root
+
+@pytest.fixture
+def escape_layout(tmp_path) -> tuple[Path, Path]:
+    """root/audio/in.wav inside the data root; outside/secret.wav beside it; a symlink inside
+    the root that points outside."""
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (root / "audio").mkdir(parents=True)
+    outside.mkdir()
+    hostile.wav_ok(root / "audio" / "in.wav", 1.0, seed=1)
+    hostile.wav_ok(outside / "secret.wav", 1.0, seed=2)
+    (root / "audio" / "link.wav").symlink_to(outside / "secret.wav")
+    return root, outside
+
+
+ESCAPES = {"dotdot": "../outside/secret.wav", "absolute": None, "symlink": "audio/link.wav"}
+
+
+def _escape_rows(outside: Path) -> list[tuple[str, str]]:
+    rows = [("inside", "audio/in.wav")]
+    rows += [(k, v or str(outside / "secret.wav")) for k, v in ESCAPES.items()]
+    return rows
+
+
+def _prep(manifest: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tagfold.cli", "prep-audio", "--manifest", str(manifest),
+                           "--out", str(out), *extra], env=ENV, capture_output=True, text=True, timeout=300)
+
+
+def test_prep_refuses_paths_outside_the_data_root(escape_layout, tmp_path):
+    root, outside = escape_layout
+    manifest = hostile.manifest(tmp_path / "m.parquet", root, _escape_rows(outside))
+    r = _prep(manifest, tmp_path / "prep")
+    assert r.returncode == 0, r.stderr[-2000:]
+    index = pq.read_table(tmp_path / "prep" / "index.parquet")
+    rejects = pq.read_table(tmp_path / "prep" / "rejects.parquet")
+    assert index.column("track_id").to_pylist() == ["inside"]
+    reasons = dict(zip(rejects.column("track_id").to_pylist(), rejects.column("reason").to_pylist()))
+    assert set(reasons) == set(ESCAPES)
+    for tid, reason in reasons.items():
+        assert reason.startswith("outside_root") and str(root) in reason, (tid, reason)
+    assert "read 4 = kept 1 + rejected 3" in r.stdout
+
+
+def test_prep_allows_outside_root_when_asked(escape_layout, tmp_path):
+    root, outside = escape_layout
+    manifest = hostile.manifest(tmp_path / "m.parquet", root, _escape_rows(outside))
+    r = _prep(manifest, tmp_path / "prep", "--allow-outside-root")
+    assert r.returncode == 0, r.stderr[-2000:]
+    index = pq.read_table(tmp_path / "prep" / "index.parquet")
+    assert sorted(index.column("track_id").to_pylist()) == sorted(["inside", *ESCAPES])
+
+
+def test_manifest_csv_paths_cannot_escape(escape_layout, tmp_path):
+    from tagfold.pipeline.manifest import build_manifest_from_folder
+    root, outside = escape_layout
+    csv = root / "tracks.csv"
+    csv.write_text("track_id,file\ninside,audio/in.wav\nbad,../outside/secret.wav\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"track 'bad'.*outside the data root"):
+        build_manifest_from_folder(root / "audio", csv)
+    table = build_manifest_from_folder(root / "audio", csv, allow_outside_root=True)
+    assert table.column("track_id").to_pylist() == ["inside", "bad"]
