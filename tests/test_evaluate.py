@@ -21,12 +21,7 @@ from tagfold.training.predict import evenly_spaced_chunks, format_results, main 
 from tagfold.training.train import fit, read_labels  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

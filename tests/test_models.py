@@ -5,12 +5,7 @@ import torch
 from tagfold.training import models
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def example_input(name, batch=2, crop=models.CROP_SAMPLES, frames=231):

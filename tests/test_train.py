@@ -14,13 +14,7 @@ from tagfold.training.train import TrainConfig, fit, read_labels
 
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    # The CI box has 2 shared cores; two intra-op threads there run ~10x slower than one.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 TAGS = ("rock", "sad", "chill", "80s", "jazz")
