@@ -8,6 +8,8 @@ PYTEST_ARGS ?=
 STAGE ?= 2
 INPUT ?= wave
 OUT ?= out
+# A prepared dataset folder (prep/ + labels/); empty = the embedded demo data.
+DATA ?=
 
 PYX := $(wildcard native/*.pyx)
 EXT_STAMP := $(VENV)/.ext-built

@@ -179,7 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(sys.argv[1:] if argv is None else argv)
     cfg = LabelsConfig(manifest=a.manifest, track_tags=a.track_tags, tags=a.tags, stage2=a.stage2,
                        stage3=a.stage3, out=a.out, min_weight=a.min_weight, selected=a.selected)
-    s = build_labels(cfg)
+    from tagfold.pipeline.io import output_lock
+    with output_lock(a.out):
+        s = build_labels(cfg)
     print(f"labels: {s['tracks']} tracks; track-tag rows read {s['track_tag_rows_read']} = kept "
           f"{s['track_tag_rows_kept']} + no audio {s['track_tag_rows_no_audio']} + below min weight "
           f"{s['track_tag_rows_below_min_weight']}", file=sys.stderr)
