@@ -1,7 +1,6 @@
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pytest
 import soundfile as sf
 
 from tagfold.pipeline.demo import PARENTS, SR, DemoConfig, draw_latent, synthesize
@@ -56,7 +55,6 @@ def test_genre_is_audible():
 
 
 def test_generate_deterministic(tmp_path):
-    pytest.importorskip("tagfold.pipeline.tagnoise")
     from tagfold.pipeline.demo import main
     for name in ("a", "b"):
         assert main(["--out", str(tmp_path / name), "--n", "12", "--seconds", "2", "--seed", "5", "--workers", "1"]) == 0
