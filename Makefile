@@ -58,3 +58,4 @@ clean:
 # Container and benchmark-guard targets (kept beside the files they drive).
 include docker/docker.mk
 include benchmarks/bench.mk
+include training/emotify.mk

@@ -14,10 +14,30 @@ Stage II's rows plus embedding rows). `--min-weight` keeps only (track, tag) pai
 Writes labels_stage{1,2,3}.parquet: track_id, split, then one uint8 column per selected tag in
 selected order; every manifest track is a row, including tracks with no positive (counted).
 Tagged tracks missing from the manifest have no audio: they are counted and reported, not kept.
+
+Human-labelled audio (Emotify) has no raw tags and no stages; `--from-csv` reads its per-track CSV:
+
+    tagfold labels --manifest M --from-csv ../shared/data/emotify/tracks.csv --out DIR [--threshold 0.3]
+
+Tags: one per genre value (one-hot, category genre) and one per GEMS emotion (category emotion),
+positive when at least `--threshold` of the track's listeners chose it. Each Emotify listener picks
+up to three of nine emotions (the fractions sum to ~1.9 per track), so a fraction of 0.3 is already
+well above the ~0.21 average. 0.3 keeps every emotion usable on 196 tracks: positive rates run from
+8% (amazement, 15 tracks) to 42% (calmness), 4 tracks have no emotion; at 0.4 amazement falls to 4
+tracks (about 1 per test split) and 15 tracks lose every emotion; at 0.2 eight of the nine emotions
+are positive for 38-55% of tracks, so the tags say little.
+Writes labels.parquet (the format above), selected_tags.csv (tag,category: the tag list, for
+`--selected`) and labels_summary.json with, per split, positive rates and the chance baseline:
+the PR-AUC random scores get in expectation (exact, `expected_random_ap`; ROC-AUC's is 0.5).
+Every manifest track must have a CSV row (an unlabelled track would read as all-negative); CSV
+rows without a manifest track are counted as without audio.
 """
 from __future__ import annotations
 
 import argparse
+import csv
+import json
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -161,22 +181,208 @@ def build_labels(cfg: LabelsConfig) -> dict:
             "tracks_without_positive": int((y.sum(axis=1) == 0).sum()),
             "positives_per_tag": {t: int(v) for t, v in zip(sel.tags, y.sum(axis=0))},
         }
-    import json
     write_text(json.dumps(summary, indent=2) + "\n", out / "labels_summary.json")
     return summary
+
+
+# ----------------------------------------------------------------------------- labels from a per-track CSV
+
+EMOTIFY_EMOTIONS = ("amazement", "solemnity", "tenderness", "nostalgia", "calmness", "power",
+                    "joyful_activation", "tension", "sadness")
+DEFAULT_THRESHOLD = 0.3     # why 0.3: see the module docstring
+
+
+@dataclass(frozen=True)
+class CsvLabelsConfig:
+    manifest: str
+    csv: str
+    out: str
+    threshold: float = DEFAULT_THRESHOLD
+    genre_column: str = "genre"
+    emotion_columns: tuple[str, ...] = EMOTIFY_EMOTIONS
+    selected_tags: tuple[str, ...] = ()     # filled in: what was written
+    categories: tuple[str, ...] = ()
+
+
+def read_track_csv(path: str | Path, genre_column: str = "genre",
+                   emotion_columns: tuple[str, ...] = EMOTIFY_EMOTIONS) -> tuple[list[str], list[str], np.ndarray]:
+    """(track ids, genres, emotion fractions float [n, len(emotion_columns)]) in CSV order.
+    A bad row is an error naming the file and line."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: not found")
+    ids, genres, fractions, seen = [], [], [], {}
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in ("track_id", genre_column, *emotion_columns) if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"{path}:1: missing column(s) {', '.join(missing)}; "
+                             f"has {', '.join(reader.fieldnames or [])}")
+        for row in reader:
+            line = reader.line_num      # physical line: DictReader skips blank lines
+            if None in row or any(row[c] is None for c in reader.fieldnames):
+                raise ValueError(f"{path}:{line}: expected {len(reader.fieldnames)} fields")
+            tid, genre = row["track_id"].strip(), row[genre_column].strip()
+            if not tid:
+                raise ValueError(f"{path}:{line}: empty track_id")
+            if tid in seen:
+                raise ValueError(f"{path}:{line}: duplicate track_id {tid!r} (first on line {seen[tid]})")
+            if not genre:
+                raise ValueError(f"{path}:{line}: track {tid!r}: empty {genre_column}")
+            values = []
+            for c in emotion_columns:
+                try:
+                    v = float(row[c])
+                except ValueError:
+                    raise ValueError(f"{path}:{line}: track {tid!r}: {c} = {row[c]!r} is not a number") from None
+                if not (math.isfinite(v) and 0.0 <= v <= 1.0):
+                    raise ValueError(f"{path}:{line}: track {tid!r}: {c} = {row[c]!r} is not a fraction in [0, 1]")
+                values.append(v)
+            seen[tid] = line
+            ids.append(tid)
+            genres.append(genre)
+            fractions.append(values)
+    return ids, genres, np.asarray(fractions, dtype=np.float64).reshape(len(ids), len(emotion_columns))
+
+
+def expected_random_ap(n: int, r: int) -> float:
+    """Expected average precision (PR-AUC) of uniformly random scores for n tracks with r positives.
+
+    The k-th positive lands at rank j with probability C(j-1, k-1) C(n-j, r-k) / C(n, r) and adds
+    precision k/j; AP is the mean over the r positives. On small splits this is well above the
+    positive rate r/n (3 of 39: 0.15, not 0.08), so it, not the rate, is the chance baseline."""
+    if not 0 < r <= n:
+        return float("nan")
+    from scipy.special import gammaln
+
+    def log_comb(a, b):
+        return gammaln(a + 1) - gammaln(b + 1) - gammaln(a - b + 1)
+
+    total = 0.0
+    for k in range(1, r + 1):
+        j = np.arange(k, n - r + k + 1, dtype=np.float64)
+        prob = np.exp(log_comb(j - 1, k - 1) + log_comb(n - j, r - k) - log_comb(float(n), float(r)))
+        total += float((prob * k / j).sum())
+    return total / r
+
+
+def chance_baselines(y: np.ndarray, splits: np.ndarray, tags, categories) -> dict:
+    """Per split: tracks, positives and positive rate per tag, and the PR-AUC random scores get in
+    expectation, per tag and as the macro mean over the tags the metrics can score there (at least
+    one positive and one negative), overall and per category. Random ROC-AUC is 0.5 throughout."""
+    out = {}
+    for split in sorted(set(splits.tolist())):
+        ys = y[splits == split]
+        n, pos = len(ys), ys.sum(axis=0)
+        defined = (pos > 0) & (pos < n)
+        ap = np.array([expected_random_ap(n, int(r)) if d else np.nan for r, d in zip(pos, defined)])
+        cats = np.asarray(categories)
+        out[split] = {
+            "tracks": int(n),
+            "positives_per_tag": {t: int(v) for t, v in zip(tags, pos)},
+            "positive_rate": {t: round(float(v) / n, 4) for t, v in zip(tags, pos)},
+            "random_pr_auc": {t: round(float(v), 4) for t, v in zip(tags, ap)},
+            "random_macro_pr_auc": float(np.nanmean(ap)) if defined.any() else float("nan"),
+            "random_pr_auc_by_category": {c: float(np.nanmean(ap[(cats == c) & defined]))
+                                          for c in dict.fromkeys(categories) if ((cats == c) & defined).any()},
+        }
+    return out
+
+
+def build_labels_from_csv(cfg: CsvLabelsConfig) -> dict:
+    if not 0.0 < cfg.threshold <= 1.0:
+        raise ValueError(f"--threshold must be in (0, 1], got {cfg.threshold}")
+    manifest = _read(cfg.manifest, ["track_id", "split"])
+    track_ids = [str(t) for t in manifest.column("track_id").to_pylist()]
+    if len(set(track_ids)) != len(track_ids):
+        raise ValueError(f"{cfg.manifest}: duplicate track_id values")
+    ids, genres, fractions = read_track_csv(cfg.csv, cfg.genre_column, cfg.emotion_columns)
+    row_of = {t: i for i, t in enumerate(ids)}
+    unlabelled = [t for t in track_ids if t not in row_of]
+    if unlabelled:
+        raise ValueError(f"{cfg.csv}: {len(unlabelled)} manifest tracks have no row, e.g. track {unlabelled[0]!r} "
+                         f"(manifest {cfg.manifest})")
+    genre_tags = tuple(sorted(set(genres)))
+    tags = genre_tags + tuple(cfg.emotion_columns)
+    if len(set(tags)) != len(tags):
+        raise ValueError(f"{cfg.csv}: a {cfg.genre_column} value is also an emotion column: {sorted(genre_tags)}")
+    categories = ("genre",) * len(genre_tags) + ("emotion",) * len(cfg.emotion_columns)
+
+    rows = np.array([row_of[t] for t in track_ids], dtype=np.int64)
+    genre_col = {g: j for j, g in enumerate(genre_tags)}
+    y = np.zeros((len(track_ids), len(tags)), dtype=np.uint8)
+    y[np.arange(len(rows)), [genre_col[genres[r]] for r in rows]] = 1
+    y[:, len(genre_tags):] = fractions[rows] >= cfg.threshold
+
+    cfg = CsvLabelsConfig(**{**cfg.__dict__, "selected_tags": tags, "categories": categories})
+    out = Path(cfg.out)
+    splits = manifest.column("split").cast(pa.string())
+    cols = {"track_id": pa.array(track_ids, pa.string()), "split": splits.dictionary_encode()}
+    cols.update({t: pa.array(y[:, j], pa.uint8()) for j, t in enumerate(tags)})
+    write_parquet(pa.table(cols), out / "labels.parquet", cfg)
+    write_text("tag,category\n" + "".join(f"{t},{c}\n" for t, c in zip(tags, categories)), out / "selected_tags.csv")
+    emotion = y[:, len(genre_tags):]
+    summary = {
+        "csv_rows_read": len(ids),
+        "csv_rows_kept": len(track_ids),
+        "csv_rows_without_audio": len(ids) - len(track_ids),
+        "tracks": len(track_ids),
+        "threshold": cfg.threshold,
+        "tags": len(tags),
+        "positives": int(y.sum()),
+        "tracks_without_emotion": int((emotion.sum(axis=1) == 0).sum()),
+        "positives_per_tag": {t: int(v) for t, v in zip(tags, y.sum(axis=0))},
+        "chance": chance_baselines(y, np.asarray(splits.to_pylist()), tags, categories),
+    }
+    write_text(json.dumps(summary, indent=2) + "\n", out / "labels_summary.json")
+    return summary
+
+
+def _main_from_csv(a, p) -> int:
+    stray = [f"--{n.replace('_', '-')}" for n in ("track_tags", "tags", "stage2", "stage3", "min_weight", "selected")
+             if getattr(a, n) is not None]
+    if stray:
+        p.error(f"--from-csv takes its tags from the CSV; drop {', '.join(stray)}")
+    cfg = CsvLabelsConfig(manifest=a.manifest, csv=a.from_csv, out=a.out, threshold=a.threshold)
+    from tagfold.pipeline.io import output_lock
+    with output_lock(a.out):
+        s = build_labels_from_csv(cfg)
+    print(f"labels: {s['tracks']} tracks; CSV rows read {s['csv_rows_read']} = kept {s['csv_rows_kept']} + "
+          f"without audio {s['csv_rows_without_audio']}; {s['tags']} tags, {s['positives']} positives "
+          f"(emotion fraction >= {s['threshold']}); {s['tracks_without_emotion']} tracks without any emotion (kept)",
+          file=sys.stderr)
+    for split, st in s["chance"].items():
+        print(f"  {split}: {st['tracks']} tracks; random scores: macro PR-AUC {st['random_macro_pr_auc']:.4f} "
+              f"(by category: {', '.join(f'{c} {v:.4f}' for c, v in st['random_pr_auc_by_category'].items())}), "
+              f"ROC-AUC 0.5", file=sys.stderr)
+    print(f"wrote {Path(a.out) / 'labels.parquet'}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="tagfold labels", description=__doc__.split("\n\n")[0])
     p.add_argument("--manifest", required=True)
-    p.add_argument("--track-tags", required=True)
-    p.add_argument("--tags", required=True)
-    p.add_argument("--stage2", required=True)
-    p.add_argument("--stage3", required=True)
+    p.add_argument("--track-tags")
+    p.add_argument("--tags")
+    p.add_argument("--stage2")
+    p.add_argument("--stage3")
     p.add_argument("--out", required=True)
     p.add_argument("--min-weight", type=float, default=None, help="keep (track, tag) pairs with weight >= W")
     p.add_argument("--selected", default=None, help="tag,category CSV (default: the thesis's 50 tags)")
+    p.add_argument("--from-csv", metavar="CSV", help="human labels instead of tags: track_id, genre and the 9 "
+                   "Emotify emotion fractions per row; writes labels.parquet")
+    p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
+                   help=f"with --from-csv: an emotion is positive at fraction >= T (default {DEFAULT_THRESHOLD})")
     a = p.parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        if a.from_csv:
+            return _main_from_csv(a, p)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"tagfold labels: {e}", file=sys.stderr)
+        return 1
+    missing = [f"--{n.replace('_', '-')}" for n in ("track_tags", "tags", "stage2", "stage3") if getattr(a, n) is None]
+    if missing:
+        p.error(f"the following arguments are required (or give --from-csv): {', '.join(missing)}")
     cfg = LabelsConfig(manifest=a.manifest, track_tags=a.track_tags, tags=a.tags, stage2=a.stage2,
                        stage3=a.stage3, out=a.out, min_weight=a.min_weight, selected=a.selected)
     from tagfold.pipeline.io import output_lock
