@@ -4,8 +4,9 @@
     TAGFOLD_BENCH_DEMO_CLIPS=1000 ...   # the loader over the full default demo (CI uses 240 clips)
 
 Ceilings (a run above one fails):
-- `tagfold pipeline` over the full 522,366 tags (`tagfold synth-tags`, seed 0): 1.5 GiB
-  (measured ~1.2 GiB on the 2-core CI box).
+- `tagfold pipeline` over the full 522,366 tags (`tagfold synth-tags`, seed 0): 2 GiB for the
+  main process plus the side process that runs Stage I / III beside it (the sum counts the
+  pages they share twice, so it bounds the run): measured ~0.55 + ~0.97 GiB on the 2-core box.
 - the torch loader over the demo data (wave and mel, batch 16, 59,049-sample crops, no workers):
   1 GiB for the process (measured ~0.65 GiB at 240 clips, ~0.9 GiB at 1,000: the peak includes
   the memory-mapped shard pages, which are page cache and grow with the data touched), and no
@@ -26,7 +27,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-PIPELINE_CEILING_MIB = 1536
+PIPELINE_CEILING_MIB = 2048
 LOADER_CEILING_MIB = 1024
 GROWTH_TOLERANCE = 0.02
 GROWTH_SLACK_MIB = 2
@@ -89,11 +90,16 @@ def bench_pipeline_peak_rss_full_size(benchmark, full_tags, tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["ingest"]["read"] == FULL_SIZE
     assert pq.read_table(out / "stage3.parquet").num_rows > 0
-    benchmark.extra_info.update(peak_rss_mib=round(result["peak"]), ceiling_mib=PIPELINE_CEILING_MIB,
-                                wall_s=round(result["wall"], 1))
-    print(f"\npipeline over {FULL_SIZE:,} tags: peak RSS {result['peak']:.0f} MiB "
-          f"(ceiling {PIPELINE_CEILING_MIB}), {result['wall']:.1f} s")
-    assert result["peak"] < PIPELINE_CEILING_MIB
+    # Stage I / III run in a forked side process: the sum of both peaks bounds the run (it counts
+    # pages they share twice).
+    side = summary["peak_rss_mib"]["side_process"]
+    assert side is not None, "the pipeline reported no side-process peak"
+    peak = result["peak"] + side
+    benchmark.extra_info.update(peak_rss_mib=round(peak), main_mib=round(result["peak"]), side_mib=round(side),
+                                ceiling_mib=PIPELINE_CEILING_MIB, wall_s=round(result["wall"], 1))
+    print(f"\npipeline over {FULL_SIZE:,} tags: peak RSS {peak:.0f} MiB = main {result['peak']:.0f} + side "
+          f"process {side:.0f} (ceiling {PIPELINE_CEILING_MIB}), {result['wall']:.1f} s")
+    assert peak < PIPELINE_CEILING_MIB
 
 
 @pytest.fixture(scope="module")

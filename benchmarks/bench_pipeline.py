@@ -4,8 +4,8 @@ Job: `tagfold synth-tags --n 522366 --seed 0` (the real 58,702 Last.fm tags grow
 tagnoise variants to the thesis's raw tag count), generated once per session into a tmp dir.
 
 - `bench_pipeline_cli`: `tagfold pipeline --input JOB --format lines --out DIR` in a subprocess,
-  GloVe loading, Parquet writing and plots included: wall time and the child's peak RSS
-  (getrusage(RUSAGE_CHILDREN).ru_maxrss). Then the peer below, also in a subprocess, on the
+  GloVe loading, Parquet writing and plots included: wall time and the child's own peak RSS
+  (VmHWM at exit, as in bench_memory.py: ru_maxrss would include pytest's own peak). Then the peer below, also in a subprocess, on the
   same file. Outputs are checked before any figure is reported: every file present, one
   tags.parquet row per distinct normalised tag, Stage I categories equal to the peer's on a
   seeded sample of 5,000 tags, Stage III cuts close to the peer's. Floors (issue 2): <= 30 s
@@ -14,8 +14,8 @@ tagnoise variants to the thesis's raw tag count), generated once per session int
   careful person would write without kernels: Stage I exact / digit / whole-word containment as
   Python dict and loop checks, then rapidfuzz `process.cdist(queries, vocab,
   scorer=JaroWinkler.similarity, score_cutoff=0.9, workers=-1)` of every unresolved tag against
-  the whole Stage I vocabulary (in blocks of queries to bound memory); Stage II as the thesis
-  did it (first exact, then substring, then best Jaro-Winkler >= 0.9 selected tag); Stage III
+  the whole Stage I vocabulary (in blocks of queries to bound memory); Stage II with tagfold's
+  own rule code in one process, its Jaro-Winkler step on rapidfuzz (TAGFOLD_IMPL=ref); Stage III
   with GloVe 6B 50d loaded into gensim KeyedVectors (`add_vectors`), a Python loop building
   each tag vector, NumPy L2 to the 50 selected tags and the per-target norm.ppf(0.001) cut.
 - `bench_l2`: the Stage III L2 + nearest-under-cut step, 522,366 x 50 -> 50 targets
@@ -28,8 +28,8 @@ printed, while correctness and the memory floor are always asserted.
 from __future__ import annotations
 
 import json
+import os
 import re
-import resource
 import subprocess
 import sys
 import time
@@ -107,30 +107,15 @@ def peer_stage1(tags: list[str]) -> list[str]:
     return out
 
 
-def peer_stage2(tags: list[str], selected: list[str]) -> list[tuple[int, str]]:
-    """(tag index, target) pairs as the thesis did it: exact, else substring, else JW >= 0.9."""
-    from rapidfuzz import process
-    from rapidfuzz.distance import JaroWinkler
+def peer_stage2(tags: list[str]) -> list[tuple[int, str]]:
+    """(tag index, target) pairs from tagfold's own Stage II rules run the plain way: one process,
+    and rapidfuzz for the Jaro-Winkler typo step (the peer's process sets TAGFOLD_IMPL=ref). The
+    rules are the product, not a kernel, so the peer gets them as they are; what it lacks is the
+    native kernel and the two worker processes."""
+    from tagfold.pipeline.collapse import collapse
 
-    exact = set(selected)
-    pairs, left = [], []
-    for i, tag in enumerate(tags):
-        if tag in exact:
-            pairs.append((i, tag))
-            continue
-        hit = next((s for s in selected if s in tag), None)
-        if hit is not None:
-            pairs.append((i, hit))
-        else:
-            left.append(i)
-    for lo in range(0, len(left), JW_BLOCK):
-        block = left[lo:lo + JW_BLOCK]
-        S = process.cdist([tags[i] for i in block], selected, scorer=JaroWinkler.similarity,
-                          score_cutoff=SCORE_LEVEL, workers=-1)
-        best = S.argmax(axis=1)
-        for k in np.flatnonzero(S[np.arange(len(best)), best] >= SCORE_LEVEL):
-            pairs.append((block[k], selected[best[k]]))
-    return pairs
+    table = collapse(tags, workers=1)
+    return list(zip(table.column("tag_id").to_pylist(), table.column("target").to_pylist()))
 
 
 def peer_glove():
@@ -204,7 +189,7 @@ def peer_pipeline(source: Path, out_dir: Path) -> dict:
     categories = peer_stage1(tags)
     seconds["stage1"] = time.perf_counter() - t
     t = time.perf_counter()
-    stage2 = peer_stage2(tags, selected)
+    stage2 = peer_stage2(tags)
     seconds["stage2"] = time.perf_counter() - t
     t = time.perf_counter()
     kv = peer_glove()
@@ -249,21 +234,22 @@ def _speed_floors_apply(config) -> bool:
 
 
 def bench_pipeline_cli(benchmark, job, tmp_path, request, capsys):
+    from bench_memory import PEAK_TAG, RUN_TAGFOLD  # the child's own peak RSS, read at its exit
     from tagfold.pipeline.vocab import normalize_tag
 
     ours_dir, peer_dir = tmp_path / "tagfold", tmp_path / "peer"
-    # ru_maxrss of RUSAGE_CHILDREN is the largest child so far; nothing bigger ran before this
-    rss_before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     walls = {}
 
     def tagfold_cli():
-        walls["tagfold"], proc = _run_child([str(Path(sys.executable).parent / "tagfold"), "pipeline",
+        walls["tagfold"], proc = _run_child([sys.executable, "-c", RUN_TAGFOLD, "pipeline",
                                               "--input", str(job), "--format", "lines", "--out", str(ours_dir)])
         return proc
 
     proc = benchmark.pedantic(tagfold_cli, rounds=1, iterations=1)
-    rss_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 ** 2
-    assert rss_gb * 1024 ** 2 >= rss_before
+    peaks = [ln.split()[1] for ln in proc.stderr.splitlines() if ln.startswith(PEAK_TAG)]
+    assert peaks, f"the tagfold child reported no peak RSS:\n{proc.stderr[-2000:]}"
+    side_mib = json.loads((ours_dir / "summary.json").read_text())["peak_rss_mib"]["side_process"]
+    rss_gb = (int(peaks[-1]) / 1024 + side_mib) / 1024   # main + side process: an upper bound
     walls["peer"], _ = _run_child([sys.executable, str(BENCH), "peer", str(job), str(peer_dir)])
 
     # correctness before any figure
@@ -282,6 +268,11 @@ def bench_pipeline_cli(benchmark, job, tmp_path, request, capsys):
                 if ours_cat[distinct[i]] != peer_cat[distinct[i]]]
     assert len(disagree) <= SAMPLE // 200, f"Stage I disagrees with the peer on {len(disagree)}: {disagree[:10]}"
     s2, s3 = pq.read_table(ours_dir / "stage2.parquet"), pq.read_table(ours_dir / "stage3.parquet")
+    # same rules, kernel vs rapidfuzz: the (tag, target) pairs must be identical
+    peer_tags = {i: t for i, t in enumerate(pq.read_table(peer_dir / "categories.parquet").column("tag").to_pylist())}
+    peer_s2 = pq.read_table(peer_dir / "stage2.parquet").to_pydict()
+    peer_pairs = {(peer_tags[i], t) for i, t in zip(peer_s2["tag_id"], peer_s2["target"])}
+    assert set(zip(s2.column("tag").to_pylist(), s2.column("target").to_pylist())) == peer_pairs
     assert s2.num_rows > 50_000 and s3.num_rows > s2.num_rows
     assert set(s3.column("source").to_pylist()) == {"stage2", "embedding"}
     ours_cuts = pq.read_table(ours_dir / "fits.parquet").column("cut").to_numpy()
@@ -302,7 +293,7 @@ def bench_pipeline_cli(benchmark, job, tmp_path, request, capsys):
         print(f"\n{'job':<44} {'tagfold':>9} {'peer':>9} {'speed-up':>9}   floor")
         print(f"{f'pipeline, {N_TAGS:,} tags, wall (subprocess)':<44} {walls['tagfold']:>8.1f}s "
               f"{walls['peer']:>8.1f}s {speedup:>8.2f}x   <= {FLOORS['wall_s']:.0f} s, >= {FLOORS['speedup']}x")
-        print(f"{'peak RSS of the tagfold child':<44} {rss_gb:>7.2f}GB {'':>9} {'':>9}   < {FLOORS['rss_gb']:.0f} GB")
+        print(f"{'peak RSS of tagfold (main + side process)':<44} {rss_gb:>7.2f}GB {'':>9} {'':>9}   < {FLOORS['rss_gb']:.0f} GB")
         print(f"tagfold {ours_steps}")
         print("peer seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in peer_steps.items()))
         print(f"Stage I sample agreement: {SAMPLE - len(disagree)}/{SAMPLE}")
@@ -345,4 +336,5 @@ if __name__ == "__main__":
     # python benchmarks/bench_pipeline.py peer TAGS.txt OUT_DIR: the peer in its own process
     if len(sys.argv) != 4 or sys.argv[1] != "peer":
         sys.exit("usage: bench_pipeline.py peer TAGS.txt OUT_DIR")
+    os.environ["TAGFOLD_IMPL"] = "ref"   # the peer's Jaro-Winkler is rapidfuzz, never the kernel
     print(peer_pipeline(Path(sys.argv[2]), Path(sys.argv[3])))

@@ -154,7 +154,7 @@ class RuleSet:
         # Typos are corrected towards lexicon words only, never towards arbitrary English.
         self.typo_vocab = sorted(w for w in self.lexicon if len(w) >= config.min_typo_len and w.isalpha())
         stems = sorted((w for w in self.lexicon if len(w) >= 3 and w.isalpha()), key=lambda w: (-len(w), w))
-        self.stem_re = re.compile("|".join(map(re.escape, stems)))
+        self.stem_re = _containment_regex(stems)
         self.segmenter = norm.Segmenter(self.lexicon, config.unknown_char_cost)
         # Two-word selected tags made of two selected tags ('indie rock' = indie + rock).
         self.compounds = []
@@ -162,6 +162,36 @@ class RuleSet:
             parts = norm.tokenize(tag)
             if len(parts) == 2 and all(p in selected.tags for p in parts):
                 self.compounds.append((tag, parts[0], parts[1]))
+
+
+def _containment_regex(words: Sequence[str]) -> re.Pattern:
+    """A regex whose search() finds whether a string contains any of `words`.
+
+    Built as a trie ('ro(?:ck|ots)' rather than 'rock|roots'), so at each position the regex
+    engine follows one branch instead of trying every word in turn: about 8x faster than the
+    plain alternation over hundreds of words. A word that has a shorter word as its prefix
+    is left out (whatever contains 'rocks' contains 'rock'), so only existence is kept, not
+    which word matched.
+    """
+    trie: dict = {}
+    for word in sorted(words, key=len):
+        node = trie
+        for ch in word:
+            if node.get("") is True:
+                break  # a shorter word already ends here
+            node = node.setdefault(ch, {})
+        else:
+            node.clear()
+            node[""] = True
+
+    def pattern(node: dict) -> str:
+        if node.get("") is True:
+            return ""
+        branches = [re.escape(ch) + pattern(child) for ch, child in sorted(node.items())]
+        return branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
+
+    # No words: the empty pattern, which (like the empty alternation before) matches anything.
+    return re.compile(pattern(trie) if trie else "")
 
 
 @lru_cache(maxsize=8)
@@ -205,7 +235,8 @@ def _analyse_tokens(tokens: set[str], rules: RuleSet, pool_map=None) -> dict[str
         return None
 
     for token in tokens:
-        has_digit = any(c.isdigit() for c in token)
+        # isalpha() first: most tokens are plain words, and the per-character scan is slow.
+        has_digit = not token.isalpha() and any(c.isdigit() for c in token)
         pieces = norm.split_alpha_digit(token) if has_digit and not token.isdigit() else [token]
         pieces_of[token] = pieces
         for piece in pieces:
@@ -218,13 +249,16 @@ def _analyse_tokens(tokens: set[str], rules: RuleSet, pool_map=None) -> dict[str
     candidates = [p for p in pending if len(squeezed_of[p]) >= cfg.min_typo_len]
     queries = [squeezed_of[p] for p in candidates]
     idx, _ = norm.best_matches(queries, rules.typo_vocab, cfg.typo_cutoff)
+    # rapidfuzz's OSA is the same distance as norm.osa_distance (the plain reference; equal
+    # on 200k random pairs), 50x faster over the ~10k candidates of the full job.
+    from rapidfuzz.distance import OSA
     for piece, query, i in zip(candidates, queries, idx):
         if i < 0:
             continue
         word = rules.typo_vocab[i]
         allowed = 1 if len(query) <= 5 else cfg.max_typo_edits
         truncation = len(query) >= cfg.min_truncation_len and word.startswith(query)
-        if truncation or (abs(len(query) - len(word)) <= allowed and norm.osa_distance(query, word) <= allowed):
+        if truncation or (abs(len(query) - len(word)) <= allowed and OSA.distance(query, word) <= allowed):
             resolved[piece] = ((word, "typo"),)
     # e. joined words: segment the rest that contain a lexicon word.
     to_segment = [p for p in pending if resolved[p] is None]
@@ -241,6 +275,9 @@ def _analyse_tokens(tokens: set[str], rules: RuleSet, pool_map=None) -> dict[str
             resolved[piece] = ((piece, "unknown"),)
 
     for token, pieces in pieces_of.items():
+        if len(pieces) == 1:
+            result[token] = tuple(resolved[pieces[0]])  # already a tuple: no copy made
+            continue
         words: list[tuple[str, str]] = []
         if len(pieces) > 1:
             # A decade glued to letters counts only when the letters are words ('70spop',
@@ -333,24 +370,30 @@ def _match_range(bounds: tuple[int, int], state: dict | None = None):
     """
     state = state or _FORK_STATE
     rules, token_lists, relevant, reduced = state["rules"], state["token_lists"], state["relevant"], state["reduced"]
-    target_code = {t: i for i, t in enumerate(rules.selected.tags)}
+    # One int per (target, rule) pair: target * 16 + rule (RULE_NAMES has fewer than 16).
+    target_code = {t: i * 16 for i, t in enumerate(rules.selected.tags)}
     rule_code = {r: i for i, r in enumerate(RULE_NAMES)}
-    cache: dict[tuple, list[tuple[int, int]]] = {}
-    ids: list[int] = []
-    codes: list[tuple[int, int]] = []
+    cache: dict[tuple, list[int]] = {}
+    # Per tag with matches: its id and its (cached, shared) list of codes; expanded with numpy
+    # at the end rather than extending two lists per tag.
+    hit_ids: list[int] = []
+    hit_codes: list[list[int]] = []
+    isdisjoint = relevant.isdisjoint
     for tag_id in range(*bounds):
         toks = token_lists[tag_id]
-        if not any(tok in relevant for tok in toks):
+        if isdisjoint(toks):
             continue
         key = reduced[toks[0]] if len(toks) == 1 else tuple(chain.from_iterable(map(reduced.__getitem__, toks)))
         matches = cache.get(key)
         if matches is None:
-            matches = cache[key] = [(target_code[t], rule_code[r]) for t, r in _match_words(key, rules)]
+            matches = cache[key] = [target_code[t] + rule_code[r] for t, r in _match_words(key, rules)]
         if matches:
-            ids.extend([tag_id] * len(matches))
-            codes.extend(matches)
-    pairs = np.array(codes, dtype=np.int16).reshape(-1, 2)
-    return np.array(ids, dtype=np.int32), pairs[:, 0].copy(), pairs[:, 1].astype(np.int8)
+            hit_ids.append(tag_id)
+            hit_codes.append(matches)
+    counts = np.fromiter(map(len, hit_codes), dtype=np.int64, count=len(hit_codes))
+    ids = np.repeat(np.array(hit_ids, dtype=np.int32), counts)
+    codes = np.fromiter(chain.from_iterable(hit_codes), dtype=np.int32, count=int(counts.sum()))
+    return ids, (codes // 16).astype(np.int16), (codes % 16).astype(np.int8)
 
 
 def _chunks(n: int, parts: int) -> list[tuple[int, int]]:
@@ -372,7 +415,7 @@ def collapse(tags: Sequence[str], selected: SelectedTags | None = None,
     if workers > 1 and "fork" not in mp.get_all_start_methods():
         workers = 1
     token_lists = [norm.tokenize(t) for t in tags]
-    unique = {tok for toks in token_lists for tok in toks}
+    unique = set(chain.from_iterable(token_lists))
     state = {"rules": rules, "token_lists": token_lists}
     pool = None
     try:

@@ -188,3 +188,30 @@ def test_cli_keeps_the_ingest_tag_ids(tmp_path):
     assert main(["--tags", str(tags), "--out", str(tmp_path)]) == 0
     rows = pq.read_table(tmp_path / "stage2.parquet").to_pylist()
     assert [(r["tag_id"], r["tag"], r["target"]) for r in rows] == [(7, "usa", "american"), (9, "eighties", "80s")]
+
+
+def test_containment_trie_regex_equals_the_plain_alternation(real_tags):
+    """The trie regex answers 'contains any stem?' exactly as the plain alternation does."""
+    import re
+
+    from tagfold.pipeline.collapse import _containment_regex
+
+    stems = sorted({w for t in real_tags[:3000] for w in tokenize(t) if len(w) >= 3 and w.isalpha()})[:600]
+    trie = _containment_regex(stems)
+    plain = re.compile("|".join(map(re.escape, sorted(stems, key=len, reverse=True))))
+    tokens = {w for t in real_tags for w in tokenize(t)} | {"", "x", "é" * 70, "rockabilly" * 10}
+    assert {bool(trie.search(t)) for t in tokens} == {True, False}
+    assert all(bool(trie.search(t)) == bool(plain.search(t)) for t in tokens)
+
+
+def test_rapidfuzz_osa_equals_the_reference_osa_distance(real_tags):
+    """Stage II confirms typos with rapidfuzz's OSA; normalize.osa_distance is its plain reference."""
+    import numpy as np
+    from rapidfuzz.distance import OSA
+
+    rng = np.random.default_rng(0)
+    words = sorted({w for t in real_tags for w in tokenize(t)})
+    a = [words[i] for i in rng.integers(len(words), size=3000)]
+    b = [words[i] for i in rng.integers(len(words), size=3000)]
+    pairs = list(zip(a, b)) + [(w, w[1:] + w[:1]) for w in a[:500]] + [("", ""), ("", "abc"), ("ab", "ba"), ("ca", "abc")]
+    assert all(OSA.distance(x, y) == osa_distance(x, y) for x, y in pairs)

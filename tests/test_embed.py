@@ -127,3 +127,13 @@ def test_word2vec_without_track_links_is_a_clear_error():
 
     with pytest.raises(ValueError, match="needs track links"):
         load_vectors("word2vec")
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (5, 1), (8191, 2), (8192, 50), (20_001, 50), (3, 7)])
+def test_blockwise_mean_std_is_bit_identical_to_numpy(shape):
+    from tagfold.pipeline.embed import _mean_std
+
+    d = np.random.default_rng(sum(shape)).gamma(2.0, 1.5, size=shape).astype(np.float32)
+    mean, std = _mean_std(d)
+    ref = d.astype(np.float64)
+    assert np.array_equal(mean, ref.mean(axis=0)) and np.array_equal(std, ref.std(axis=0))

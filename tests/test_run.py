@@ -79,3 +79,26 @@ def test_missing_input_is_a_clear_error(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "tagfold.cli", "pipeline", "--input", str(tmp_path / "nope.txt"),
                            "--out", str(tmp_path / "o")], capture_output=True, text=True)
     assert proc.returncode == 1 and "nope.txt" in proc.stderr
+
+
+def test_side_process_and_in_process_runs_write_the_same_outputs(tmp_path, real_tags):
+    """The CLI (a fresh process) computes Stage I / III in a forked side process; a caller with
+    side_process=False runs the same calls in order. Every table and plot must be the same."""
+    import json
+
+    src = tmp_path / "tags.txt"
+    src.write_text("\n".join(real_tags[::20]) + "\n")
+    forked, inline = tmp_path / "forked", tmp_path / "inline"
+    r = subprocess.run([sys.executable, "-m", "tagfold.cli", "pipeline", "--input", str(src), "--out", str(forked)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "side process" in r.stdout
+    assert json.loads((forked / "summary.json").read_text())["peak_rss_mib"]["side_process"] > 0
+    run_pipeline(inline, PipelineConfig(input=str(src)), side_process=False)
+    assert json.loads((inline / "summary.json").read_text())["peak_rss_mib"]["side_process"] == 0
+    for name in [*OUTPUTS, "categories.png", "stage3_distances.png"]:
+        if name.endswith(".parquet"):
+            a, b = pq.read_table(forked / name), pq.read_table(inline / name)
+            assert a.equals(b, check_metadata=True), name
+        else:
+            assert (forked / name).read_bytes() == (inline / name).read_bytes(), name
