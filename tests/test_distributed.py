@@ -28,8 +28,10 @@ def _worker(rank: int, world: int, port: int, cfg, result_dir: str) -> None:
     torch.set_num_threads(1)
     import torch.distributed as dist
     try:
-        result = fit(cfg, SynthLoaders(cfg.labels, batch_size=cfg.batch_size), quiet=True)
+        loaders = SynthLoaders(cfg.labels, batch_size=cfg.batch_size)
+        result = fit(cfg, loaders, quiet=True)
         torch.save(result.model.state_dict(), Path(result_dir) / f"rank{rank}.pt")
+        (Path(result_dir) / f"rank{rank}.batches").write_text(str(loaders.train_batches))
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
@@ -54,6 +56,12 @@ def test_two_process_gloo_training(tmp_path):
     assert torch.equal(state["model"][w], r0[w])
 
     # The same run on one process differs: proof that rank 1's batches changed the weights.
-    single = fit(dataclasses.replace(cfg, out=str(tmp_path / "single")),
-                 SynthLoaders(cfg.labels, batch_size=cfg.batch_size), quiet=True)
+    one = SynthLoaders(cfg.labels, batch_size=cfg.batch_size)
+    single = fit(dataclasses.replace(cfg, out=str(tmp_path / "single")), one, quiet=True)
     assert not torch.equal(single.model.state_dict()[w], r0[w])
+
+    # Sharded at the loader: each rank's loader yielded only its half of the epoch's batches.
+    n_train = int((one.splits == "train").sum())
+    assert one.train_batches == -(-n_train // cfg.batch_size) >= 2
+    for rank in (0, 1):
+        assert int((tmp_path / f"rank{rank}.batches").read_text()) == one.train_batches // 2

@@ -8,7 +8,7 @@ from tagfold.pipeline.audio_prep import PrepConfig, prep_audio
 from tagfold.pipeline.io import write_parquet
 from tagfold.pipeline.manifest import ManifestConfig, make_table
 from tagfold.training.features import LogMel, log_mel_numpy, mel_filter_bank
-from tagfold.training.loaders import ShardStore, eval_chunks, make_loader
+from tagfold.training.loaders import ShardStore, epoch_plan, eval_chunks, make_loader, shard_plan
 
 IDS = ["emotify-002", "emotify-003", "emotify-004", "emotify-200", "emotify-203"]
 
@@ -139,6 +139,51 @@ def test_set_epoch_reproduces_an_epoch(prep, labels, backend):
     e1, e0, e1_again = epoch(a, 1), epoch(a, 0), epoch(b, 1)   # b never ran epoch 0: a resume
     assert all(torch.equal(x, y) and torch.equal(i, j) for (x, i), (y, j) in zip(e1, e1_again))
     assert not all(torch.equal(x, y) for (x, _), (y, _) in zip(e0, e1))
+
+
+def test_shard_plan_partitions_the_full_batch_groups():
+    order, us = epoch_plan(23, seed=5, epoch=2)
+    bs = 3                                   # 7 full batches; the 23rd track never makes one
+    full = order[:21].reshape(7, bs), us[:21].reshape(7, bs)
+    one = shard_plan(order, us, bs, 0, 1)    # world=1: the full batches, unchanged
+    assert np.array_equal(one[0], order[:21]) and np.array_equal(one[1], us[:21])
+    for world in (2, 3):
+        groups = 7 // world                  # a last group of fewer than `world` batches is dropped
+        for rank in range(world):
+            o, u = shard_plan(order, us, bs, rank, world)
+            mine = [g * world + rank for g in range(groups)]
+            assert np.array_equal(o.reshape(-1, bs), full[0][mine]) and np.array_equal(u.reshape(-1, bs), full[1][mine])
+    with pytest.raises(ValueError, match="rank"):
+        shard_plan(order, us, bs, 2, 2)
+
+
+@pytest.mark.parametrize("backend", ["torch", "dali"])
+def test_ranks_load_only_their_share(prep, labels, backend):
+    """world=2: the ranks' training batches are exactly the single-process batches, alternately
+    (torch: the same crops too; DALI draws crops per pipeline, so only the tracks match)."""
+    if backend == "dali":
+        pytest.importorskip("nvidia.dali")
+    kw = dict(input="wave", batch_size=1, backend=backend, num_workers=1, seed=4)
+
+    def batches(**shard):
+        loader = make_loader(prep, labels, "train", **kw, **shard)
+        loader.set_epoch(1)
+        out = [(x.clone(), idx.clone()) for x, _, idx in loader]
+        assert len(out) == len(loader)
+        return out
+
+    single = batches()
+    assert len(single) == 4                  # 4 train tracks with audio
+    for rank in (0, 1):
+        mine = batches(rank=rank, world=2)
+        assert [i.tolist() for _, i in mine] == [i.tolist() for _, i in single[rank::2]]
+        if backend == "torch":
+            assert all(torch.equal(x, y) for (x, _), (y, _) in zip(mine, single[rank::2]))
+    # world=3: one full group of 3 batches; the 4th batch is dropped on every rank
+    assert [[i.tolist() for _, i in batches(rank=r, world=3)] for r in range(3)] == \
+        [[single[r][1].tolist()] for r in range(3)]
+    with pytest.raises(ValueError, match="train=False"):
+        make_loader(prep, labels, "train", train=False, rank=1, world=2)
 
 
 def test_flac_only_prep_serves_eval_chunks_and_torch_loader(prep, labels, tmp_path):

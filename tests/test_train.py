@@ -53,8 +53,9 @@ class SynthLoaders:
         self.batch_size, self.crop, self.interrupt_at_epoch = batch_size, crop, interrupt_at_epoch
         rng = np.random.default_rng(123)
         self.audio = np.stack([synth_wave(r, 2 * crop, rng) for r in self.y])   # 2 crops long
+        self.train_batches = 0   # training batches this factory's loaders yielded (all epochs)
 
-    def __call__(self, split, *, train, seed, epoch):
+    def __call__(self, split, *, train, seed, epoch, rank=0, world=1):
         if train and epoch == self.interrupt_at_epoch:
             raise KeyboardInterrupt(f"simulated kill at epoch {epoch + 1}")
         rows = np.flatnonzero(self.splits == split)
@@ -63,7 +64,12 @@ class SynthLoaders:
             rows = rng.permutation(rows)
         # Crops drawn for the whole epoch at once: the same crops whatever the batch size.
         offsets = rng.integers(0, self.crop, len(rows)) if train else np.full(len(rows), self.crop // 2)
-        for s in range(0, len(rows), self.batch_size):
+        firsts = range(0, len(rows), self.batch_size)   # each global batch's first position
+        if train:  # fit's contract: global batches rank, rank + world, ...; no partial group
+            firsts = firsts[:len(firsts) // world * world][rank::world]
+        for s in firsts:
+            if train:
+                self.train_batches += 1
             idx, starts = rows[s:s + self.batch_size], offsets[s:s + self.batch_size]
             x = np.stack([self.audio[i, o:o + self.crop] for i, o in zip(idx, starts)])
             yield torch.from_numpy(x), torch.from_numpy(self.y[idx].astype(np.float32)), torch.from_numpy(idx)

@@ -9,6 +9,8 @@ before iterating makes epoch e reproducible (same order and crops on a re-run or
 each new iteration moves to the next epoch. Both backends visit tracks in the same order
 (`epoch_plan`); crop positions come from NumPy (torch) or DALI's generator, so they differ between
 backends while each is reproducible on its own.
+Several processes (torchrun): `rank=, world=` give each its own share of the training batches
+(`shard_plan`), so no process reads batches it does not train on.
 Eval (train=False): the centre crop of every track, in labels order; for 16-chunk averaging use
 `eval_chunks`. Tracks shorter than the crop are zero-padded at the end.
 
@@ -138,21 +140,38 @@ def epoch_plan(n: int, seed: int, epoch: int) -> tuple[np.ndarray, np.ndarray]:
     return rng.permutation(n), rng.random(n)
 
 
-class _KeySampler:
-    """Yields (position, crop fraction); the plan of `epoch` (then moves to the next epoch).
-    Keys are drawn in the main process, so crops do not depend on num_workers."""
+def shard_plan(order, us, batch_size: int, rank: int, world: int) -> tuple[np.ndarray, np.ndarray]:
+    """The part of an epoch plan that process `rank` of `world` trains on: global batches rank,
+    rank + world, rank + 2*world, ... of `order` cut into batches of `batch_size`.
+    Only whole groups of `world` full batches are kept, so every rank runs the same number of steps
+    (and gradient all-reduces); world=1 keeps the full batches, as drop_last does."""
+    if not 0 <= rank < world:
+        raise ValueError(f"rank must be in [0, {world}), got {rank}")
+    groups = len(order) // (batch_size * world)
 
-    def __init__(self, n, train, seed):
+    def take(a):
+        return np.asarray(a)[:groups * world * batch_size].reshape(groups, world, batch_size)[:, rank].reshape(-1)
+    return take(order), take(us)
+
+
+class _KeySampler:
+    """Yields (position, crop fraction); the plan of `epoch` (then moves to the next epoch), this
+    rank's share of it. Keys are drawn in the main process, so crops do not depend on num_workers."""
+
+    def __init__(self, n, train, seed, batch_size, rank, world):
         self.n, self.train, self.seed, self.epoch = n, train, seed, 0
+        self.batch_size, self.rank, self.world = batch_size, rank, world
 
     def __len__(self):
-        return self.n
+        if not self.train:
+            return self.n
+        return self.n // (self.batch_size * self.world) * self.batch_size
 
     def __iter__(self):
         if not self.train:
             yield from ((i, None) for i in range(self.n))
             return
-        order, us = epoch_plan(self.n, self.seed, self.epoch)
+        order, us = shard_plan(*epoch_plan(self.n, self.seed, self.epoch), self.batch_size, self.rank, self.world)
         self.epoch += 1
         yield from zip(order.tolist(), us.tolist())
 
@@ -165,11 +184,11 @@ def _collate(batch):
 
 class TorchLoader:
     def __init__(self, prep_dir, labels, split, *, input, batch_size, crop_samples, train, device,
-                 num_workers, seed, mel=MelConfig()):
+                 num_workers, seed, mel=MelConfig(), rank=0, world=1):
         import torch
         tids, y, rows = _rows(prep_dir, labels, split)
         self.device = torch.device(device)
-        self.sampler = _KeySampler(len(tids), train, seed)
+        self.sampler = _KeySampler(len(tids), train, seed, batch_size, rank, world)
         self.loader = torch.utils.data.DataLoader(
             _CropDataset(prep_dir, tids, y, rows, crop_samples), batch_size=batch_size, sampler=self.sampler,
             num_workers=num_workers, collate_fn=_collate, drop_last=train,
@@ -201,7 +220,7 @@ class DaliLoader:
     reader's bounded shuffle buffer) and crops come from DALI's generator seeded by (seed, epoch)."""
 
     def __init__(self, prep_dir, labels, split, *, input, batch_size, crop_samples, train, device,
-                 num_workers, seed, mel=MelConfig()):
+                 num_workers, seed, mel=MelConfig(), rank=0, world=1):
         import torch
         tids, y, rows = _rows(prep_dir, labels, split)
         self.files = [str(Path(prep_dir) / "flac" / f"{t}.flac") for t in tids]
@@ -212,6 +231,7 @@ class DaliLoader:
         self.y, self.rows, self.n = torch.from_numpy(y), torch.from_numpy(rows), len(tids)
         self.input, self.batch_size, self.crop, self.train = input, batch_size, crop_samples, train
         self.num_workers, self.seed, self.mel, self.epoch = num_workers, seed, mel, 0
+        self.rank, self.world = rank, world
         self.device = torch.device(device)
 
     def set_epoch(self, epoch: int) -> None:
@@ -220,8 +240,10 @@ class DaliLoader:
     def _iterator(self, epoch: int):
         from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
         if self.train:
-            order = epoch_plan(self.n, self.seed, epoch)[0]
+            order = shard_plan(*epoch_plan(self.n, self.seed, epoch), self.batch_size, self.rank, self.world)[0]
             pipe_seed = int(np.random.default_rng((self.seed, epoch, 1)).integers(0, 2**31 - 1))
+            # each rank its own crop stream (rank 0, and so world=1, keeps the single-process one)
+            pipe_seed = (pipe_seed + self.rank) % (2**31 - 1)
         else:
             order, pipe_seed = np.arange(self.n), self.seed
         pipe = self._build([self.files[i] for i in order], order.tolist(), pipe_seed)
@@ -265,12 +287,14 @@ class DaliLoader:
         return pipe()
 
     def __len__(self):
-        return self.n // self.batch_size if self.train else -(-self.n // self.batch_size)
+        if self.train:
+            return self.n // (self.batch_size * self.world)
+        return -(-self.n // self.batch_size)
 
     def __iter__(self):
         epoch = self.epoch
         self.epoch += 1
-        if self.n == 0 or (self.train and self.n < self.batch_size):
+        if len(self) == 0:  # DALI's reader cannot be built on an empty file list
             return
         for out in self._iterator(epoch):
             x = out[0]["x"].to(self.device, non_blocking=True)
@@ -287,12 +311,17 @@ def dali_available() -> bool:
 
 
 def make_loader(prep_dir, labels, split, *, input="wave", batch_size=16, crop_samples=59049, train=True,
-                backend="torch", device="cpu", num_workers=0, seed=0, mel: MelConfig = MelConfig()):
+                backend="torch", device="cpu", num_workers=0, seed=0, mel: MelConfig = MelConfig(),
+                rank=0, world=1):
     """See the module docstring for the batch contract. backend: torch | dali | auto = DALI when
     training on a GPU with FLAC files and DALI installed (or when the prep has FLAC files only),
-    else torch: on a CPU the memmap crops are faster than decoding FLAC (benchmarks/bench_audio.py)."""
+    else torch: on a CPU the memmap crops are faster than decoding FLAC (benchmarks/bench_audio.py).
+    rank, world: this process's share of the training batches (`shard_plan`); evaluation
+    (train=False) is never sharded, so they must stay 0, 1 there."""
     if input not in ("wave", "mel"):
         raise ValueError(f"input must be 'wave' or 'mel', got {input!r}")
+    if not train and (rank, world) != (0, 1):
+        raise ValueError(f"rank/world shard training batches only; train=False got rank={rank}, world={world}")
     if backend == "auto":
         prep = Path(prep_dir)
         has_flac, has_npy = (prep / "flac").is_dir(), any(prep.glob("shard-*.npy"))
@@ -302,4 +331,4 @@ def make_loader(prep_dir, labels, split, *, input="wave", batch_size=16, crop_sa
     if cls is None:
         raise ValueError(f"backend must be torch, dali or auto, got {backend!r}")
     return cls(prep_dir, labels, split, input=input, batch_size=batch_size, crop_samples=crop_samples,
-               train=train, device=device, num_workers=num_workers, seed=seed, mel=mel)
+               train=train, device=device, num_workers=num_workers, seed=seed, mel=mel, rank=rank, world=world)

@@ -122,10 +122,10 @@ def default_loader_factory(cfg: TrainConfig, device: str) -> LoaderFactory:
     import pyarrow.parquet as pq
     labels = pq.read_table(cfg.labels)
 
-    def factory(split: str, *, train: bool, seed: int, epoch: int):
+    def factory(split: str, *, train: bool, seed: int, epoch: int, rank: int = 0, world: int = 1):
         return make_loader(cfg.prep, labels, split, input=cfg.input, batch_size=cfg.batch_size,
                            crop_samples=cfg.crop_samples, train=train, backend=cfg.backend,
-                           device=device, num_workers=cfg.num_workers, seed=seed)
+                           device=device, num_workers=cfg.num_workers, seed=seed, rank=rank, world=world)
     return factory
 
 
@@ -250,7 +250,10 @@ def fit(cfg: TrainConfig, loader_factory: LoaderFactory | None = None, *, quiet:
 
     `loader_factory(split, train=, seed=, epoch=)` yields (x, y, idx) batches; the default is
     training.loaders.make_loader. Each epoch's training loader is seeded from (seed, epoch), so
-    a resumed run sees exactly the crops an uninterrupted one would.
+    a resumed run sees exactly the crops an uninterrupted one would. For the training split it
+    also gets `rank=, world=` and must yield only this rank's share of the epoch's batches:
+    global batches rank, rank + world, ..., with the same number of batches on every rank (each
+    step is a gradient all-reduce that all ranks must join). Validation is not sharded.
     """
     from tqdm import tqdm
 
@@ -302,20 +305,15 @@ def fit(cfg: TrainConfig, loader_factory: LoaderFactory | None = None, *, quiet:
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.time()
         net.train()
-        batches = loader_factory("train", train=True, seed=cfg.seed * 1_000_003 + epoch, epoch=epoch)
+        # Sharded at the loader: each rank reads and decodes only the batches it trains on.
+        batches = loader_factory("train", train=True, seed=cfg.seed * 1_000_003 + epoch, epoch=epoch,
+                                 rank=rank, world=world)
         loss_sum = torch.zeros((), device=device)
-        n_seen, ys, ps, group = 0, [], [], []
+        n_seen, ys, ps = 0, [], []
         bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=quiet or rank != 0,
                    file=sys.stderr, leave=False)
         step = 0
-        for batch in bar:
-            # Ranks take turns through one shared batch order; a final partial group is dropped
-            # on every rank alike, so all ranks run the same number of all-reduces.
-            group.append(batch)
-            if len(group) < world:
-                continue
-            x, y, _ = group[rank]
-            group = []
+        for x, y, _ in bar:
             x, y = _to_device(x, y, device)
             with autocast():
                 logits = net(x).float()
