@@ -46,7 +46,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tagfold.pipeline.io import OutputLocked, atomic_path, output_lock, read_config, write_parquet
+from tagfold.pipeline.io import OutputLocked, atomic_path, die_with_parent, output_lock, read_config, write_parquet
 
 TARGET_SR = 16000
 SILENCE_PEAK = 1e-4
@@ -263,8 +263,10 @@ def prep_audio(cfg: PrepConfig, progress: bool = True) -> dict:
         bar = tqdm(total=sum(len(t[2]) for t in todo), desc="prep-audio", unit="track", file=sys.stderr,
                    disable=not progress)
         if cfg.workers > 1 and len(todo) > 1:
-            # spawn: a fresh interpreter per worker, no inherited locks or decoder state from the parent
-            with mp.get_context("spawn").Pool(min(cfg.workers, len(todo))) as pool:
+            # spawn: a fresh interpreter per worker, no inherited locks or decoder state from the
+            # parent; the workers die with it, so a killed run leaves none writing beside a re-run
+            with mp.get_context("spawn").Pool(min(cfg.workers, len(todo)), initializer=die_with_parent,
+                                              initargs=(os.getpid(),)) as pool:
                 for g, k, r in pool.imap_unordered(_do_group, todo):
                     kept, rejected = kept + k, rejected + r
                     bar.update(k + r)

@@ -135,3 +135,18 @@ def output_lock(out_dir: str | os.PathLike, name: str = ".tagfold.lock") -> Iter
         yield out_dir
     finally:
         os.close(fd)
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """SIGKILL this (child) process as soon as `parent_pid` dies, however it dies (Linux's
+    PR_SET_PDEATHSIG; a no-op elsewhere), so a killed run leaves no worker writing on."""
+    import ctypes
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)

@@ -176,19 +176,6 @@ def _peak_rss_mib() -> float | None:
         return None
 
 
-def _die_with(parent_pid: int) -> None:
-    """SIGKILL this process as soon as the main process dies, however it dies (Linux's
-    PR_SET_PDEATHSIG), so a killed run leaves no side process behind."""
-    import ctypes
-    import os
-    import signal
-
-    PR_SET_PDEATHSIG = 1
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent_pid:  # it died before prctl took effect
-        os._exit(1)
-
-
 def _side_main(conn, parent_end, side: _SideStages, parent_pid: int) -> None:
     """Body of the forked side process.
 
@@ -200,7 +187,9 @@ def _side_main(conn, parent_end, side: _SideStages, parent_pid: int) -> None:
     import threading
     import traceback
 
-    _die_with(parent_pid)
+    from tagfold.pipeline.io import die_with_parent
+
+    die_with_parent(parent_pid)
     parent_end.close()  # inherited by fork: without closing it, recv() would never see EOF
     inbox: list = []
 

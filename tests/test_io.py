@@ -73,3 +73,44 @@ def test_outputs_get_the_usual_permissions(tmp_path):
     finally:
         os.umask(umask)
     assert out.stat().st_mode & 0o777 == 0o644
+
+
+def test_die_with_parent_kills_the_child_when_its_parent_is_killed(tmp_path):
+    """A process that called die_with_parent(ppid) goes when that parent is SIGKILLed (it would
+    otherwise sleep on for a minute as an orphan): how prep-audio's pool workers and the
+    pipeline's side process never outlive a killed run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    pid_file = tmp_path / "child.pid"
+    child = ("import os, sys, time; from tagfold.pipeline.io import die_with_parent; "
+             "die_with_parent(os.getppid()); open(sys.argv[1], 'w').write(str(os.getpid())); time.sleep(60)")
+    parent = subprocess.Popen([sys.executable, "-c",
+                               "import subprocess, sys, time; "
+                               f"subprocess.Popen([sys.executable, '-c', {child!r}, sys.argv[1]]); time.sleep(60)",
+                               str(pid_file)])
+    try:
+        deadline = time.monotonic() + 30
+        while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        grandchild = int(pid_file.read_text())
+    finally:
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+
+    def alive(pid: int) -> bool:
+        try:
+            return "zombie" not in open(f"/proc/{pid}/status").read().split("State:")[1].splitlines()[0]
+        except (OSError, IndexError):
+            return False
+
+    deadline = time.monotonic() + 10
+    while alive(grandchild) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    still = alive(grandchild)
+    if still:
+        os.kill(grandchild, signal.SIGKILL)
+    assert not still, "the child outlived its killed parent"

@@ -95,7 +95,7 @@ def test_reference_accounts_for_every_file(reference):
     assert reasons["bad_text"].startswith("decode_error")
 
 
-def _kill_midway(manifest: Path, out: Path, rng: random.Random, n_groups: int) -> int:
+def _kill_midway(manifest: Path, out: Path, rng: random.Random, n_groups: int, workers: int) -> int:
     """SIGKILL a run once a seeded random number of its groups is finished (plus a random
     fraction of a group's time). Returns the number of finished groups at the kill."""
     parts = out / "parts"
@@ -105,7 +105,8 @@ def _kill_midway(manifest: Path, out: Path, rng: random.Random, n_groups: int) -
 
     # a seeded point among the groups this run still has to do, so every kill makes progress
     target = rng.randint(done(), max(done(), n_groups - 2))
-    proc = subprocess.Popen(prep_cmd(manifest, out), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(prep_cmd(manifest, out, "--workers", str(workers)), env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     try:
         deadline = time.monotonic() + 120
@@ -118,11 +119,13 @@ def _kill_midway(manifest: Path, out: Path, rng: random.Random, n_groups: int) -
     return done()
 
 
-def test_sigkill_midway_then_rerun_equals_uninterrupted(dataset, reference, tmp_path):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigkill_midway_then_rerun_equals_uninterrupted(dataset, reference, tmp_path, workers):
+    """With worker processes too (they die with the run: test_io's die_with_parent test)."""
     n_groups = len(list((reference / "parts").glob("shard-*.index.parquet")))
     rng = random.Random(3)
     out = tmp_path / "prep"
-    progress = [_kill_midway(dataset, out, rng, n_groups) for _ in range(4)]
+    progress = [_kill_midway(dataset, out, rng, n_groups, workers) for _ in range(4)]
     print("groups finished at each kill:", progress, "of", n_groups)
     assert sum(0 < p < n_groups for p in progress) >= 2, progress
     # every finished group's part files are complete
