@@ -57,11 +57,22 @@ def test_evaluate_checkpoint_against_own_and_common_truth(trained):
     np.testing.assert_array_equal(entry.truths["own"], loaders.y[test_rows])
     assert entry.truths["stage1"].sum() < entry.truths["own"].sum()
 
-    # Chunk averaging: the track score is the mean of its chunks' sigmoids.
+    # Every track's score is the mean of its own chunks' sigmoids, one track at a time through the
+    # model (an independent computation), whatever the batch size: 11 test tracks in batches of 4
+    # (the default) and 3 (neither divides 11), 11 (one batch) and 1.
     model, _ = ev.load_model(ecfg.checkpoints[0])
     with torch.no_grad():
-        direct = torch.sigmoid(model(torch.from_numpy(chunks_of(ids[test_rows[0]])))).mean(0).numpy()
-    np.testing.assert_allclose(entry.scores[0], direct, rtol=1e-5, atol=1e-6)
+        direct = np.stack([torch.sigmoid(model(torch.from_numpy(chunks_of(ids[i])))).mean(0).numpy()
+                           for i in test_rows])
+    assert len(test_rows) == 11
+    np.testing.assert_allclose(entry.scores, direct, rtol=1e-5, atol=1e-6)
+    for batch in (3, 11, 1):
+        other = ev.EvalConfig(checkpoints=ecfg.checkpoints, out=ecfg.out, n_chunks=4, batch_tracks=batch)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UndefinedMetricWarning)
+            again = ev.entry_from_checkpoint(other.checkpoints[0], other, chunks_of=chunks_of)
+        assert again.track_ids == entry.track_ids
+        np.testing.assert_allclose(again.scores, direct, rtol=1e-5, atol=1e-6, err_msg=f"batch_tracks={batch}")
 
     scored = ev.score_entries([entry])
     ev.write_report(scored, ecfg.out, ecfg)
@@ -77,6 +88,43 @@ def test_evaluate_checkpoint_against_own_and_common_truth(trained):
         else:
             assert float(own[t]["roc_auc"]) == pytest.approx(ref.roc_auc[j])
     assert (tmp / "report" / "per_tag_pr_auc_stage1.png").stat().st_size > 1000
+
+
+class ChunkLogits(torch.nn.Module):
+    """Stub model with known outputs: a chunk's logits are its first N_TAGS samples times 6, so
+    chunks of one track give logits far apart (-6..6) and the averaging rules are distinguishable."""
+
+    def forward(self, x):
+        return 6.0 * x[:, :len(TAGS)]
+
+
+def _stub_chunks(n_tracks, n_chunks=5, samples=32, seed=0):
+    rng = np.random.default_rng(seed)
+    return {f"t{i}": rng.uniform(-1, 1, (n_chunks, samples)).astype(np.float32) for i in range(n_tracks)}
+
+
+@pytest.mark.parametrize("n_tracks, batch_tracks", [(7, 1), (7, 2), (7, 3), (7, 7), (6, 3), (6, 4), (5, 16)])
+def test_predict_tracks_scores_every_track_as_the_mean_of_its_chunk_probabilities(n_tracks, batch_tracks):
+    chunks = _stub_chunks(n_tracks)
+    ids = list(chunks)
+    double = lambda x: 2 * x  # noqa: E731  (the featurizer runs before the model)
+    got = ev.predict_tracks(ChunkLogits(), double, chunks.__getitem__, ids, batch_tracks=batch_tracks,
+                            progress=False)
+    # Independent reference, per track in float64: mean over chunks of sigmoid(logits).
+    logits = {t: 12.0 * c[:, :len(TAGS)].astype(np.float64) for t, c in chunks.items()}
+    want = np.stack([(1 / (1 + np.exp(-logits[t]))).mean(0) for t in ids])
+    assert got.shape == (n_tracks, len(TAGS))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    # The stub separates the rules a bug could swap in: each is off by far more than the tolerance.
+    mean_logit = np.stack([1 / (1 + np.exp(-logits[t].mean(0))) for t in ids])
+    first_chunk = np.stack([1 / (1 + np.exp(-logits[t][0])) for t in ids])
+    shifted = np.roll(want, 1, axis=0)                # a batch's tracks given their neighbours' scores
+    for wrong in (mean_logit, first_chunk, shifted):
+        assert np.abs(wrong - want).max() > 0.1
+
+
+def test_predict_tracks_with_no_tracks():
+    assert ev.predict_tracks(ChunkLogits(), lambda x: x, {}.__getitem__, [], progress=False).shape[0] == 0
 
 
 def _entry(stage, rng, y_own, y_common, tags, cats):
