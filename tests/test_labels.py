@@ -15,15 +15,19 @@ from tagfold.pipeline.selected import load_selected
 def inputs(tmp_path):
     manifest = pa.table({"track_id": ["a", "b", "c", "d"], "path": ["a.wav", "b.wav", "c.wav", "d.wav"],
                          "split": ["train", "train", "valid", "test"]})
-    tags = pa.table({"tag_id": pa.array([0, 1, 2, 3, 4, 5], pa.int32()),
-                     "tag": ["rock", "Happy ", "hapy", "cheerful", "zzz", "80's"]})
-    track_tags = pa.table({"track_id": ["a", "a", "b", "b", "c", "e", "a"],
-                           "tag_id": pa.array([0, 4, 2, 3, 1, 0, 5], pa.int32()),
-                           "weight": pa.array([100, 50, 10, 80, 100, 100, 30], pa.float32())})
-    stage2 = pa.table({"tag_id": pa.array([0, 2, 5, 4], pa.int32()), "tag": ["rock", "hapy", "80's", "zzz"],
-                       "target": ["rock", "happy", "80s", None], "rule": ["exact", "typo", "decade", "blocked"]})
-    stage3 = pa.table({"tag_id": pa.array([3], pa.int32()), "tag": ["cheerful"], "target": ["happy"],
-                       "source": ["embedding"], "distance": [0.4], "cut": [0.5]})
+    tags = pa.table({"tag_id": pa.array([0, 1, 2, 3, 4, 5, 6, 7], pa.int32()),
+                     "tag": ["rock", "Happy ", "hapy", "cheerful", "zzz", "80's", "sad indie rock", "mellow chill"]})
+    track_tags = pa.table({"track_id": ["a", "a", "b", "b", "c", "e", "a", "c", "b"],
+                           "tag_id": pa.array([0, 4, 2, 3, 1, 0, 5, 6, 7], pa.int32()),
+                           "weight": pa.array([100, 50, 10, 80, 100, 100, 30, 60, 90], pa.float32())})
+    # A raw tag may map to several targets, in Stage II ('sad indie rock') and in Stage III.
+    stage2 = pa.table({"tag_id": pa.array([0, 2, 5, 4, 6, 6], pa.int32()),
+                       "tag": ["rock", "hapy", "80's", "zzz", "sad indie rock", "sad indie rock"],
+                       "target": ["rock", "happy", "80s", None, "sad", "indie rock"],
+                       "rule": ["exact", "typo", "decade", "blocked", "phrase", "phrase"]})
+    stage3 = pa.table({"tag_id": pa.array([3, 7, 7], pa.int32()), "tag": ["cheerful", "mellow chill", "mellow chill"],
+                       "target": ["happy", "mellow", "chill"], "source": ["embedding"] * 3,
+                       "distance": [0.4, 0.3, 0.35], "cut": [0.5, 0.5, 0.5]})
     paths = {}
     for name, t in (("manifest", manifest), ("tags", tags), ("track_tags", track_tags),
                     ("stage2", stage2), ("stage3", stage3)):
@@ -53,8 +57,17 @@ def test_stages_add_positives(inputs):
     assert col(t2, "happy") == [0, 1, 1, 0] and col(t2, "80s") == [1, 0, 0, 0]
     # Stage III adds the embedding mapping ('cheerful' -> happy, b already had it) and keeps II.
     assert col(t3, "happy") == [0, 1, 1, 0] and col(t3, "80s") == [1, 0, 0, 0] and col(t3, "rock") == [1, 0, 0, 0]
-    # Counting: 7 rows read = 6 kept + 1 for track 'e', which has no audio; 'd' has no tags at all.
-    assert summary["track_tag_rows_read"] == 7 == summary["track_tag_rows_kept"] + summary["track_tag_rows_no_audio"]
+    # Several targets for one raw tag: c's 'sad indie rock' gives both tags from Stage II on, b's
+    # 'mellow chill' both of its Stage III targets; no other track or stage gains them.
+    for tag, stage1, stage2, stage3 in (("sad", [0] * 4, [0, 0, 1, 0], [0, 0, 1, 0]),
+                                        ("indie rock", [0] * 4, [0, 0, 1, 0], [0, 0, 1, 0]),
+                                        ("mellow", [0] * 4, [0] * 4, [0, 1, 0, 0]),
+                                        ("chill", [0] * 4, [0] * 4, [0, 1, 0, 0])):
+        assert [col(t1, tag), col(t2, tag), col(t3, tag)] == [stage1, stage2, stage3], tag
+    assert summary["stage2"]["positives"] == summary["stage1"]["positives"] + 4     # hapy, 80's, sad, indie rock
+    assert summary["stage3"]["positives"] == summary["stage2"]["positives"] + 2     # mellow, chill
+    # Counting: 9 rows read = 8 kept + 1 for track 'e', which has no audio; 'd' has no tags at all.
+    assert summary["track_tag_rows_read"] == 9 == summary["track_tag_rows_kept"] + summary["track_tag_rows_no_audio"]
     assert summary["tracks_without_audio"] == 1
     assert summary["stage1"]["tracks_without_positive"] == 2      # b (only 'hapy', 'cheerful') and d
     assert summary["stage3"]["tracks_without_positive"] == 1
@@ -94,7 +107,7 @@ def test_cli(inputs, capsys):
             "--stage2", inputs["stage2"], "--stage3", inputs["stage3"], "--out", inputs["out"]]
     assert main(args) == 0
     err = capsys.readouterr().err
-    assert "read 7 = kept 6 + no audio 1" in err and "stage 3:" in err
+    assert "read 9 = kept 8 + no audio 1" in err and "stage 3:" in err
 
 
 @settings(max_examples=50, deadline=None)
