@@ -13,9 +13,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from tagfold.pipeline.audio_prep import PrepConfig, decode_mono_16k, prep_audio
+from tagfold.pipeline.audio.audio_prep import PrepConfig, decode_mono_16k, prep_audio
 from tagfold.pipeline.io import write_parquet
-from tagfold.pipeline.manifest import ManifestConfig, make_table
+from tagfold.pipeline.audio.manifest import ManifestConfig, make_table
 
 N_CLIPS = 8
 BATCH = 16

@@ -62,7 +62,7 @@ def peer_stage1(tags: list[str]) -> list[str]:
     from rapidfuzz import process
     from rapidfuzz.distance import JaroWinkler
 
-    from tagfold.pipeline.vocab import load_vocabularies
+    from tagfold.pipeline.tags.vocab import load_vocabularies
 
     v = load_vocabularies()
     lists = [("genre", v.genre), ("emotion", v.emotion), ("descriptive", v.descriptive), ("junk", v.junk)]
@@ -112,7 +112,7 @@ def peer_stage2(tags: list[str]) -> list[tuple[int, str]]:
     and rapidfuzz for the Jaro-Winkler typo step (the peer's process sets TAGFOLD_IMPL=ref). The
     rules are the product, not a kernel, so the peer gets them as they are; what it lacks is the
     native kernel and the two worker processes."""
-    from tagfold.pipeline.collapse import collapse
+    from tagfold.pipeline.tags.collapse import collapse
 
     table = collapse(tags, workers=1)
     return list(zip(table.column("tag_id").to_pylist(), table.column("target").to_pylist()))
@@ -178,7 +178,7 @@ def peer_stage3(tags: list[str], stage2: list[tuple[int, str]], selected: list[s
 def peer_pipeline(source: Path, out_dir: Path) -> dict:
     """The whole peer job, reading `source` and writing Parquet into `out_dir`."""
     from tagfold.pipeline.selected import load_selected
-    from tagfold.pipeline.vocab import normalize_tag
+    from tagfold.pipeline.tags.vocab import normalize_tag
 
     seconds = {}
     t = time.perf_counter()
@@ -214,7 +214,7 @@ def peer_pipeline(source: Path, out_dir: Path) -> dict:
 @pytest.fixture(scope="session")
 def job(tmp_path_factory) -> Path:
     """The 522,366-tag job, written by the real CLI once per session."""
-    from tagfold.pipeline import synth
+    from tagfold.pipeline.tags import synth
 
     path = tmp_path_factory.mktemp("synth") / "tags_522k.txt"
     assert synth.main(["--n", str(N_TAGS), "--seed", str(SEED), "--out", str(path)]) == 0
@@ -235,7 +235,7 @@ def _speed_floors_apply(config) -> bool:
 
 def bench_pipeline_cli(benchmark, job, tmp_path, request, capsys):
     from bench_memory import PEAK_TAG, RUN_TAGFOLD  # the child's own peak RSS, read at its exit
-    from tagfold.pipeline.vocab import normalize_tag
+    from tagfold.pipeline.tags.vocab import normalize_tag
 
     ours_dir, peer_dir = tmp_path / "tagfold", tmp_path / "peer"
     walls = {}

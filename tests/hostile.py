@@ -210,7 +210,7 @@ def manifest(path: Path, root: Path, rows: list[tuple[str, str]], config: dict |
     import pyarrow as pa
 
     from tagfold.pipeline.io import write_parquet
-    from tagfold.pipeline.manifest import SCHEMA
+    from tagfold.pipeline.audio.manifest import SCHEMA
     n = len(rows)
     table = pa.table({"track_id": [r[0] for r in rows], "path": [r[1] for r in rows],
                       "duration": [float("nan")] * n, "sample_rate": [0] * n, "channels": [0] * n,

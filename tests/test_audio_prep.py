@@ -3,9 +3,9 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 
-from tagfold.pipeline.audio_prep import PrepConfig, decode_mono_16k, main, prep_audio
+from tagfold.pipeline.audio.audio_prep import PrepConfig, decode_mono_16k, main, prep_audio
 from tagfold.pipeline.io import write_parquet
-from tagfold.pipeline.manifest import ManifestConfig, make_table
+from tagfold.pipeline.audio.manifest import ManifestConfig, make_table
 
 REAL = ["emotify-002", "emotify-003", "emotify-200"]
 

@@ -6,11 +6,11 @@ import pyarrow.parquet as pq
 import pytest
 from rapidfuzz.distance import JaroWinkler
 
-from tagfold.pipeline import categorize as cat
-from tagfold.pipeline.categorize import CategorizeConfig, categorize, categorize_reference
+from tagfold.pipeline.tags import categorize as cat
+from tagfold.pipeline.tags.categorize import CategorizeConfig, categorize, categorize_reference
 from tagfold.pipeline.io import read_config
 from tagfold.pipeline.selected import load_selected
-from tagfold.pipeline.vocab import VOCAB_FILES, load_vocabularies
+from tagfold.pipeline.tags.vocab import VOCAB_FILES, load_vocabularies
 
 
 @pytest.fixture(scope="module")
@@ -194,7 +194,7 @@ def test_empty_input():
 # ---------------------------------------------------------------- CLI end to end
 
 def test_cli_ingest_then_categorize(tmp_path, capsys):
-    from tagfold.pipeline import ingest
+    from tagfold.pipeline.tags import ingest
 
     src = tmp_path / "lastfm_unique_tags.txt"
     src.write_text("rock\t10\nmelancolic\t2\nschool\t1\n90s\t4\n", encoding="utf-8")

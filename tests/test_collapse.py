@@ -6,10 +6,10 @@ from importlib import resources
 import pyarrow.parquet as pq
 import pytest
 
-from tagfold.pipeline.collapse import STAGE2_SCHEMA, CollapseConfig, collapse, main
-from tagfold.pipeline.gold import mapping_from_table
+from tagfold.pipeline.tags.collapse import STAGE2_SCHEMA, CollapseConfig, collapse, main
+from tagfold.pipeline.tags.gold import mapping_from_table
 from tagfold.pipeline.io import read_config
-from tagfold.pipeline.normalize import decade_of, osa_distance, split_alpha_digit, tokenize
+from tagfold.pipeline.tags.normalize import decade_of, osa_distance, split_alpha_digit, tokenize
 from tagfold.pipeline.selected import SelectedTags, load_selected
 
 
@@ -194,7 +194,7 @@ def test_containment_trie_regex_equals_the_plain_alternation(real_tags):
     """The trie regex answers 'contains any stem?' exactly as the plain alternation does."""
     import re
 
-    from tagfold.pipeline.collapse import _containment_regex
+    from tagfold.pipeline.tags.collapse import _containment_regex
 
     stems = sorted({w for t in real_tags[:3000] for w in tokenize(t) if len(w) >= 3 and w.isalpha()})[:600]
     trie = _containment_regex(stems)

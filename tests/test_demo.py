@@ -3,7 +3,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import soundfile as sf
 
-from tagfold.pipeline.demo import PARENTS, SR, DemoConfig, draw_latent, synthesize
+from tagfold.pipeline.audio.demo import PARENTS, SR, DemoConfig, draw_latent, synthesize
 from tagfold.pipeline.selected import load_selected
 from tagfold.training.features import log_mel_numpy
 
@@ -55,7 +55,7 @@ def test_genre_is_audible():
 
 
 def test_generate_deterministic(tmp_path):
-    from tagfold.pipeline.demo import main
+    from tagfold.pipeline.audio.demo import main
     for name in ("a", "b"):
         assert main(["--out", str(tmp_path / name), "--n", "12", "--seconds", "2", "--seed", "5", "--workers", "1"]) == 0
     a, b = tmp_path / "a", tmp_path / "b"
@@ -76,8 +76,8 @@ def test_demo_end_to_end_prep_and_loader(tmp_path):
     and the manifest feeds prep-audio and the loader with no other input."""
     import torch
 
-    from tagfold.pipeline.audio_prep import PrepConfig, prep_audio
-    from tagfold.pipeline.demo import main
+    from tagfold.pipeline.audio.audio_prep import PrepConfig, prep_audio
+    from tagfold.pipeline.audio.demo import main
     from tagfold.training.loaders import make_loader
     out = tmp_path / "demo"
     assert main(["--out", str(out), "--n", "24", "--seconds", "4", "--seed", "2", "--workers", "2"]) == 0
@@ -103,7 +103,7 @@ def test_demo_end_to_end_prep_and_loader(tmp_path):
 
 
 def test_emotions_follow_valence_and_arousal():
-    from tagfold.pipeline.demo import clip_params
+    from tagfold.pipeline.audio.demo import clip_params
     p = {e: clip_params(["rock", e, "90s"], CAT) for e in ("sad", "melancholic", "happy", "funny", "calm", "energetic")}
     assert p["sad"]["minor"] > 0 and p["melancholic"]["minor"] > 0          # minor mode
     assert p["happy"]["minor"] < 0 and p["funny"]["minor"] < 0              # major mode

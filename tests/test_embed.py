@@ -4,15 +4,15 @@ import pyarrow.compute as pc
 import pytest
 from scipy.stats import norm
 
-from tagfold.pipeline.collapse import collapse
-from tagfold.pipeline.embed import EmbedConfig, _token_rows, embed_collapse, fit_cuts, tag_vectors
-from tagfold.pipeline.gold import load_gold, mapping_from_table, score_mapping
+from tagfold.pipeline.tags.collapse import collapse
+from tagfold.pipeline.tags.embed import EmbedConfig, _token_rows, embed_collapse, fit_cuts, tag_vectors
+from tagfold.pipeline.tags.gold import load_gold, mapping_from_table, score_mapping
 from tagfold.pipeline.selected import load_selected
 
 
 @pytest.fixture(scope="module")
 def kv():
-    from tagfold.pipeline.vectors import glove_50d
+    from tagfold.pipeline.tags.vectors import glove_50d
 
     return glove_50d()
 
@@ -106,7 +106,7 @@ def test_bad_config_is_refused():
 def test_cooccurrence_word2vec_places_tags_used_together_closer(real_tags):
     import pyarrow as pa
 
-    from tagfold.pipeline.vectors import cooccurrence_word2vec
+    from tagfold.pipeline.tags.vectors import cooccurrence_word2vec
 
     # Eight groups of five real tags; each track carries the tags of one group only.
     groups = [real_tags[100 * g:100 * g + 5] for g in range(1, 9)]
@@ -123,7 +123,7 @@ def test_cooccurrence_word2vec_places_tags_used_together_closer(real_tags):
 
 
 def test_word2vec_without_track_links_is_a_clear_error():
-    from tagfold.pipeline.vectors import load_vectors
+    from tagfold.pipeline.tags.vectors import load_vectors
 
     with pytest.raises(ValueError, match="needs track links"):
         load_vectors("word2vec")
@@ -131,7 +131,7 @@ def test_word2vec_without_track_links_is_a_clear_error():
 
 @pytest.mark.parametrize("shape", [(1, 1), (5, 1), (8191, 2), (8192, 50), (20_001, 50), (3, 7)])
 def test_blockwise_mean_std_is_bit_identical_to_numpy(shape):
-    from tagfold.pipeline.embed import _mean_std
+    from tagfold.pipeline.tags.embed import _mean_std
 
     d = np.random.default_rng(sum(shape)).gamma(2.0, 1.5, size=shape).astype(np.float32)
     mean, std = _mean_std(d)

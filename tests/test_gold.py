@@ -2,8 +2,8 @@
 import pyarrow as pa
 import pytest
 
-from tagfold.pipeline.collapse import collapse, main as collapse_main
-from tagfold.pipeline.gold import (agreement_with, load_gold, load_mapping, load_pairs_tsv, main,
+from tagfold.pipeline.tags.collapse import collapse, main as collapse_main
+from tagfold.pipeline.tags.gold import (agreement_with, load_gold, load_mapping, load_pairs_tsv, main,
                                    mapping_from_table, score_mapping)
 
 # Stage II alone must stay above the Stage II+III floor (0.93 / 0.88) with room to spare,

@@ -5,8 +5,8 @@ import sqlite3
 import pyarrow.parquet as pq
 import pytest
 
-from tagfold.pipeline import ingest as ing
-from tagfold.pipeline.ingest import IngestError, detect_format, ingest, read_tags
+from tagfold.pipeline.tags import ingest as ing
+from tagfold.pipeline.tags.ingest import IngestError, detect_format, ingest, read_tags
 from tagfold.pipeline.io import read_config
 
 

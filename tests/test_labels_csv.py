@@ -10,7 +10,7 @@ import pytest
 
 from tagfold.pipeline.labels import (EMOTIFY_EMOTIONS, CsvLabelsConfig, build_labels_from_csv,
                                      expected_random_ap, main)
-from tagfold.pipeline.manifest import build_manifest_from_folder
+from tagfold.pipeline.audio.manifest import build_manifest_from_folder
 from tagfold.pipeline.selected import load_selected
 
 

@@ -4,9 +4,9 @@ import pyarrow as pa
 import pytest
 import torch
 
-from tagfold.pipeline.audio_prep import PrepConfig, prep_audio
+from tagfold.pipeline.audio.audio_prep import PrepConfig, prep_audio
 from tagfold.pipeline.io import write_parquet
-from tagfold.pipeline.manifest import ManifestConfig, make_table
+from tagfold.pipeline.audio.manifest import ManifestConfig, make_table
 from tagfold.training.features import LogMel, log_mel_numpy, mel_filter_bank
 from tagfold.training.loaders import ShardStore, epoch_plan, eval_chunks, make_loader, shard_plan
 

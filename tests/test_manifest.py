@@ -4,8 +4,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from tagfold.pipeline.manifest import SCHEMA, build_manifest_from_folder, build_manifest_msd, main
-from tagfold.pipeline.splits import assign_splits
+from tagfold.pipeline.audio.manifest import SCHEMA, build_manifest_from_folder, build_manifest_msd, main
+from tagfold.pipeline.audio.splits import assign_splits
 
 
 def test_splits_deterministic_ratio_and_order_free():
@@ -60,7 +60,7 @@ def test_msd_layout(shared, tmp_path):
 
 
 def test_paths_must_stay_inside_root(shared, tmp_path):
-    from tagfold.pipeline.manifest import OutsideRoot, make_table
+    from tagfold.pipeline.audio.manifest import OutsideRoot, make_table
     root = shared / "emotify"
     inside = make_table(["a"], ["audio/emotify-002.mp3"], None, root)
     assert inside.column("sample_rate").to_pylist() == [22050]

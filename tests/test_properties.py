@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 
 from tagfold.native import jaro_winkler as jw
 from tagfold.native import l2
-from tagfold.pipeline.ingest import IngestError, read_tags
-from tagfold.pipeline.vocab import normalize_tag
+from tagfold.pipeline.tags.ingest import IngestError, read_tags
+from tagfold.pipeline.tags.vocab import normalize_tag
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -224,7 +224,7 @@ _segment = st.sampled_from(["..", ".", "audio", "a.wav", "", "x..y", "...", "~",
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(parts=st.lists(_segment, min_size=1, max_size=6), absolute=st.booleans())
 def test_manifest_paths_never_leave_the_root(tmp_path_factory, parts, absolute):
-    from tagfold.pipeline.manifest import OutsideRoot, resolve_track_path
+    from tagfold.pipeline.audio.manifest import OutsideRoot, resolve_track_path
     root = tmp_path_factory.getbasetemp() / "root" / "data"
     rel = ("/" if absolute else "") + "/".join(parts)
     assume(rel)

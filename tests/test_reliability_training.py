@@ -21,7 +21,7 @@ import pytest
 import torch
 
 import hostile
-from tagfold.pipeline.audio_prep import PrepConfig, prep_audio
+from tagfold.pipeline.audio.audio_prep import PrepConfig, prep_audio
 from tagfold.pipeline.io import write_parquet
 from tagfold.training import checkpoint as ckpt
 

@@ -6,8 +6,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from tagfold.pipeline.io import read_config
-from tagfold.pipeline.query import folded_into, format_page
-from tagfold.pipeline.run import PipelineConfig, run_pipeline
+from tagfold.pipeline.tags.query import folded_into, format_page
+from tagfold.pipeline.tags.run import PipelineConfig, run_pipeline
 
 OUTPUTS = {
     "tags.parquet": ["tag_id", "tag", "count"],

@@ -117,7 +117,7 @@ def test_object_shard_is_refused_not_unpickled(tmp_path):
     (tmp_path / "audio").mkdir()
     hostile.wav_ok(tmp_path / "audio" / "a.wav", 1.0)
     manifest = hostile.manifest(tmp_path / "m.parquet", tmp_path, [("a", "audio/a.wav")])
-    from tagfold.pipeline.audio_prep import PrepConfig, prep_audio
+    from tagfold.pipeline.audio.audio_prep import PrepConfig, prep_audio
     prep_audio(PrepConfig(str(manifest), str(prep)), progress=False)
     np.save(prep / "shard-00000.npy", np.array([_Exploit(marker)], dtype=object), allow_pickle=True)
     with pytest.raises(ValueError, match="Python objects|pickle"):
@@ -179,7 +179,7 @@ def test_prep_allows_outside_root_when_asked(escape_layout, tmp_path):
 
 
 def test_manifest_csv_paths_cannot_escape(escape_layout, tmp_path):
-    from tagfold.pipeline.manifest import build_manifest_from_folder
+    from tagfold.pipeline.audio.manifest import build_manifest_from_folder
     root, outside = escape_layout
     csv = root / "tracks.csv"
     csv.write_text("track_id,file\ninside,audio/in.wav\nbad,../outside/secret.wav\n", encoding="utf-8")

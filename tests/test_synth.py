@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from tagfold.pipeline import synth
+from tagfold.pipeline.tags import synth
 from tagfold.pipeline.selected import load_selected
-from tagfold.pipeline.vocab import normalize_tag
+from tagfold.pipeline.tags.vocab import normalize_tag
 
 
 @pytest.fixture(scope="module")

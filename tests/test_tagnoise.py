@@ -3,7 +3,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from tagfold.pipeline import synth, tagnoise
+from tagfold.pipeline.tags import synth, tagnoise
 
 
 def test_each_kind_is_deterministic_and_documented():
@@ -67,10 +67,10 @@ def test_default_tags_is_a_folksonomy_around_the_selected_tags():
 
 def test_pipeline_runs_on_embedded_default_data(tmp_path):
     from tagfold.pipeline.io import read_config
-    from tagfold.pipeline.run import main
+    from tagfold.pipeline.tags.run import main
     assert main(["--out", str(tmp_path)]) == 0
     tags = pq.read_table(tmp_path / "tags.parquet")
-    from tagfold.pipeline.vocab import normalize_tag
+    from tagfold.pipeline.tags.vocab import normalize_tag
     # ingest merges tags equal after normalisation ('Hip Hop' / 'hip hop'); none is lost
     assert tags.num_rows == len({normalize_tag(t) for t in synth.default_tags(0)})
     s2 = pq.read_table(tmp_path / "stage2.parquet")
@@ -81,7 +81,7 @@ def test_pipeline_runs_on_embedded_default_data(tmp_path):
     assert read_config(tmp_path / "stage3.parquet")["embed"]["percentile"] == 0.001
 
 
-# ---- the documented form of every kind (tagfold.pipeline.tagnoise docstring)
+# ---- the documented form of every kind (tagfold.pipeline.tags.tagnoise docstring)
 
 FORM_TAGS = ("rock", "hip hop", "singer-songwriter", "80s", "90s rock", "sad", "british rock", "a", "jazzz")
 

@@ -219,7 +219,7 @@ def embed_distances(tags: Sequence[str], selected: SelectedTags | None = None, k
                     config: EmbedConfig = EmbedConfig()) -> EmbedDistances:
     """Tag vectors, L2 distances to the selected tags, normal fits, cuts and nearest targets."""
     from tagfold.native.l2 import l2_distances, nearest_under_cut
-    from tagfold.pipeline.vectors import load_vectors
+    from tagfold.pipeline.tags.vectors import load_vectors
 
     selected = selected or load_selected()
     kv = kv if kv is not None else load_vectors(config.vectors)
@@ -415,7 +415,7 @@ def main(argv: list[str]) -> int:
     position = {tid: i for i, tid in enumerate(tags_table.column("tag_id").to_pylist())}
     stage2_pos = stage2.set_column(0, "tag_id", pa.array([position[t] for t in stage2.column("tag_id").to_pylist()],
                                                          pa.int32()))
-    from tagfold.pipeline.vectors import load_vectors
+    from tagfold.pipeline.tags.vectors import load_vectors
 
     track_tags = pq.read_table(args.track_tags) if args.track_tags else None
     selected = load_selected(args.selected)

@@ -32,7 +32,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tagfold.pipeline.vocab import Vocabularies, load_vocabularies
+from tagfold.pipeline.tags.vocab import Vocabularies, load_vocabularies
 
 CATEGORIES = ("genre", "emotion", "descriptive", "number", "junk")
 METHODS = ("exact", "digit", "contains", "jaro_winkler", "none")

@@ -148,7 +148,7 @@ def synthesize(latent: list[str], categories: dict[str, str], seconds: float, rn
 def _make_clip(args):
     i, cfg, tags, categories = args
     import soundfile as sf
-    from tagfold.pipeline import tagnoise
+    from tagfold.pipeline.tags import tagnoise
     rng = np.random.default_rng((cfg.seed, i))
     latent = draw_latent(rng, tags, categories)
     x = synthesize(latent, dict(zip(tags, categories)), cfg.seconds, rng)
@@ -173,9 +173,9 @@ def latent_table(track_ids, latents, tags) -> pa.Table:
 def generate(cfg: DemoConfig, tags=None, categories=None, progress=True) -> dict:
     from tqdm import tqdm
 
-    from tagfold.pipeline.manifest import ManifestConfig, SCHEMA
+    from tagfold.pipeline.audio.manifest import ManifestConfig, SCHEMA
     from tagfold.pipeline.selected import load_selected
-    from tagfold.pipeline.splits import assign_splits
+    from tagfold.pipeline.audio.splits import assign_splits
     if tags is None:
         sel = load_selected()
         tags, categories = list(sel.tags), list(sel.categories)

@@ -42,7 +42,7 @@ from typing import Sequence
 import numpy as np
 import pyarrow as pa
 
-from tagfold.pipeline import normalize as norm
+from tagfold.pipeline.tags import normalize as norm
 from tagfold.pipeline.selected import SelectedTags, load_selected
 
 # Table file -> rule name reported in stage2.parquet. Order only matters for error messages.

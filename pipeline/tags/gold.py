@@ -150,7 +150,7 @@ class Agreement:
 
 
 def _tokens(tag: str) -> list[str]:
-    from tagfold.pipeline.normalize import tokenize
+    from tagfold.pipeline.tags.normalize import tokenize
 
     return tokenize(tag)
 

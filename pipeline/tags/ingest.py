@@ -39,7 +39,7 @@ from typing import NamedTuple
 import numpy as np
 import pyarrow as pa
 
-from tagfold.pipeline.vocab import normalize_tag
+from tagfold.pipeline.tags.vocab import normalize_tag
 
 FORMATS = ("auto", "unique_tags", "sqlite", "lines", "csv")
 SQLITE_MAGIC = b"SQLite format 3\x00"

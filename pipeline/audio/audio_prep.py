@@ -224,7 +224,7 @@ def _check_layout(out: Path, cfg: PrepConfig) -> None:
 
 def _rows(cfg: PrepConfig) -> list[tuple[str, str, Path]]:
     """(track_id, manifest path, absolute path or the OutsideRoot error) per manifest row."""
-    from tagfold.pipeline.manifest import OutsideRoot, resolve_track_path
+    from tagfold.pipeline.audio.manifest import OutsideRoot, resolve_track_path
     manifest = pq.read_table(cfg.manifest, columns=["track_id", "path"])
     # a relative root (the demo's ".") is relative to the manifest's folder, so the data can move
     root = Path(cfg.manifest).resolve().parent / (cfg.root or read_config(cfg.manifest).get("root") or ".")

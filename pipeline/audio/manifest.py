@@ -1,6 +1,6 @@
 """manifest.parquet: one row per audio track (track_id, path, duration, sample_rate, channels,
 artist, split). Builders: a folder + CSV of per-track tags (Emotify), the MSD layout
-(7digital previews under a root, id lists), and the demo generator (see pipeline/demo.py).
+(7digital previews under a root, id lists), and the demo generator (see pipeline/audio/demo.py).
 
 A file whose header cannot be read is still listed (duration NaN, sample_rate 0, channels 0)
 so that audio prep rejects it with a reason instead of it vanishing here.
@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tagfold.pipeline.io import write_parquet
-from tagfold.pipeline.splits import SPLITS, assign_splits
+from tagfold.pipeline.audio.splits import SPLITS, assign_splits
 
 SCHEMA = pa.schema([
     ("track_id", pa.string()), ("path", pa.string()), ("duration", pa.float64()),
@@ -41,7 +41,7 @@ class ManifestConfig:
     seed: int = 0
     artist_aware: bool = False
     allow_outside_root: bool = False
-    split_method: str = "hash"   # hash | rank (pipeline/splits.py)
+    split_method: str = "hash"   # hash | rank (pipeline/audio/splits.py)
 
 
 class OutsideRoot(ValueError):

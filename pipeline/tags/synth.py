@@ -5,7 +5,7 @@
   variants of randomly drawn real tags are appended until there are exactly ``n`` tags. Kinds
   are drawn with ``KIND_WEIGHTS`` (typos and phrases dominate, as in the real list); phrases
   combine a real tag with short real tags. A variant is kept only if its normalised form
-  (tagfold.pipeline.vocab.normalize_tag: case, whitespace) is new, so ingest never merges two
+  (tagfold.pipeline.tags.vocab.normalize_tag: case, whitespace) is new, so ingest never merges two
   variants; real tags are kept verbatim even where ingest will merge them (58,702 real tags
   are 58,538 after normalisation). Variants longer than MAX_LEN (ingest's limit) are drawn
   again. Deterministic for a seed.
@@ -25,7 +25,7 @@ from typing import Sequence
 
 import numpy as np
 
-from tagfold.pipeline import tagnoise
+from tagfold.pipeline.tags import tagnoise
 
 FULL_SIZE = 522_366
 # Longest variant kept: ingest's default max_len (real Last.fm tags stop at 254 characters).
@@ -69,7 +69,7 @@ def grow_tags(real: Sequence[str], n: int = FULL_SIZE, seed: int = 0, *,
 def _grow(real: Sequence[str], n: int, seed: int, progress: bool) -> tuple[list[str], Counter]:
     from tqdm import tqdm
 
-    from tagfold.pipeline.vocab import normalize_tag
+    from tagfold.pipeline.tags.vocab import normalize_tag
 
     real = list(real)
     for i, tag in enumerate(real):

@@ -1,0 +1,1 @@
+"""The audio side: manifests and splits, audio prep, the demo dataset."""
