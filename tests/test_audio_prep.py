@@ -30,19 +30,53 @@ def _hostile(d, shared):
     return ids, paths
 
 
+def _band_db(x, rate, lo, hi):
+    """Energy of x between lo and hi Hz, in dB, per second of audio (so rates compare)."""
+    f = np.fft.rfftfreq(len(x), 1 / rate)
+    power = np.abs(np.fft.rfft(x.astype(np.float64))) ** 2 / len(x) / rate
+    return 10 * np.log10(power[(f >= lo) & (f < hi)].sum())
+
+
 def test_decode_resamples_real_clip_with_antialiasing(shared):
-    x, sr, _ = decode_mono_16k(shared / "emotify" / "audio" / "emotify-002.mp3")
+    path = shared / "emotify" / "audio" / "emotify-002.mp3"
+    x, sr, _ = decode_mono_16k(path)
     assert sr == 22050 and x.dtype == np.float32 and abs(len(x) / 16000 - 30) < 0.2
+    # The spectrum below the new Nyquist is the original's: every band within 0.3 dB up to 7.5 kHz
+    # (a resampler that droops or aliases, e.g. plain linear interpolation, is off by ~1 dB at 4-7.5 kHz),
+    # and the band just under 8 kHz is cut by the anti-aliasing filter's transition (~5 dB here).
+    orig, rate = sf.read(path, dtype="float32", always_2d=True)
+    orig = orig.mean(axis=1)
+    for lo, hi in ((0, 1000), (1000, 4000), (4000, 6000), (6000, 7500)):
+        assert abs(_band_db(x, 16000, lo, hi) - _band_db(orig, rate, lo, hi)) < 0.3, (lo, hi)
+    assert _band_db(x, 16000, 7500, 8000) < _band_db(orig, rate, 7500, 8000) - 2
 
 
 def test_antialiasing(tmp_path):
-    # a 3 kHz tone survives 44.1 -> 16 kHz; an 11 kHz one (above the new Nyquist) must not alias back
+    # 44.1 -> 16 kHz: a 3 kHz tone is kept at its level; an 11 kHz one (above the new Nyquist) is
+    # removed, not folded back to 16 - 11 = 5 kHz. Separate thresholds: plain np.interp keeps rms
+    # 0.29 of the 11 kHz tone, a real anti-aliasing resampler ~1e-5.
     t = np.arange(44100 * 2) / 44100
-    for f, expect_kept in ((3000.0, True), (11000.0, False)):
+    full = 0.5 / np.sqrt(2)                                  # rms of a 0.5-amplitude sine
+    for f, kept in ((3000.0, True), (11000.0, False)):
         sf.write(tmp_path / "tone.wav", 0.5 * np.sin(2 * np.pi * f * t).astype(np.float32), 44100)
         x, _, _ = decode_mono_16k(tmp_path / "tone.wav")
         rms = np.sqrt(np.mean(x[4000:-4000] ** 2))
-        assert (rms > 0.3) == expect_kept, (f, rms)
+        if kept:
+            assert abs(rms - full) < 0.01 * full, (f, rms)
+        else:
+            assert rms < 1e-3, (f, rms)
+    # Both tones at once: the spectrum has the 3 kHz line and nothing else within 60 dB of it.
+    sf.write(tmp_path / "two.wav", (0.4 * np.sin(2 * np.pi * 3000 * t) + 0.4 * np.sin(2 * np.pi * 11000 * t))
+             .astype(np.float32), 44100)
+    x, _, _ = decode_mono_16k(tmp_path / "two.wav")
+    x = x[4000:-4000]
+    spectrum = np.abs(np.fft.rfft(x * np.hanning(len(x))))
+    freqs = np.fft.rfftfreq(len(x), 1 / 16000)
+    line = spectrum[np.abs(freqs - 3000) < 20].max()
+    rest = spectrum[np.abs(freqs - 3000) > 100].max()
+    assert 20 * np.log10(line / rest) > 60, 20 * np.log10(line / rest)
+    alias = spectrum[np.abs(freqs - 5000) < 20].max()
+    assert 20 * np.log10(line / alias) > 60
 
 
 def test_prep_hostile_inputs_resume_and_shards(shared, tmp_path, capsys):
