@@ -1,13 +1,30 @@
-"""Model registry: the thesis's waveform and log-mel models (Pons et al. 2018) and the
-Short-chunk ResNet of Won et al. 2020.
+"""Model registry: the waveform and log-mel models of Pons et al. 2018 ("End-to-end learning for
+music audio tagging at scale", ISMIR) and the Short-chunk ResNet of Won et al. 2020 ("Evaluation of
+CNN-based automatic music tagging models", SMC).
 
 Every entry knows what it eats (`input`: 'wave' -> float32 [B, samples] at 16 kHz, 'mel' ->
 log-mel dB [B, n_mels, frames]) and how long its crops are (`crop_samples`, 59,049 samples =
-3.69 s, the length the thesis and Won's recipe use). `width` scales every channel count, so the
-CPU demo trains in minutes with width 0.125 while width 1.0 gives the published sizes.
+3.69 s, the length Won's recipe uses). `width` scales every channel count, so the CPU demo
+trains in minutes with width 0.125 while width 1.0 gives the published sizes.
+
+The Pons models follow the authors' code for the paper (github.com/jordipons/
+music-audio-tagging-at-scale-models, models.py: `wave_frontend`, `spec_frontend(num_filt=16)`,
+`backend(num_units=500)`) layer for layer: the same filter shapes and counts, 'valid' or 'same'
+padding as there, conv -> ReLU -> BatchNorm order, the back end's max-pool by 2 and its global
+max + mean pooling of the last layer only. Where tagfold differs, and why:
+- Input: tagfold's shared front end gives 128 log-mel bands in dB over 3.69 s (231 frames, Won's
+  recipe); the paper used 96 bands over ~3 s. The timbral filters span 0.9 and 0.4 of whatever
+  mel axis they get (115 and 51 bands at 128; 86 and 38 at 96, the paper's).
+- `mel` normalises its dB input with one BatchNorm (2 parameters), as musicnn does; the at-scale
+  code feeds its log-mel to the filters directly.
+- The back end zero-pads sequences shorter than 8 steps (its 7-wide 'valid' convolution and
+  pool by 2 need 8): the published crop gives 20 steps (wave) and 225 (mel), so it never pads
+  there; tests and tiny crops do.
+- Weights start from PyTorch's default initialisation, not TensorFlow's variance scaling; the
+  output layer gives logits (the loss applies the sigmoid the TF code puts in the model).
 
     model = build("wave", n_tags=50, width=1.0)
-    logits = model(x)            # [B, n_tags]; the loss applies the sigmoid
+    logits = model(x)            # [B, n_tags]
 """
 from __future__ import annotations
 
@@ -18,7 +35,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-CROP_SAMPLES = 59_049        # 3**10 samples, 3.69 s at 16 kHz
+from tagfold.pipeline.constants import CROP_SAMPLES  # noqa: E402 - the models' input length
 N_MELS = 128
 
 
@@ -26,45 +43,60 @@ def _ch(n: int, width: float) -> int:
     return max(4, int(round(n * width)))
 
 
-class PonsBackEnd(nn.Module):
-    """Pons et al. 2018 back end, shared by the waveform and log-mel models.
+def _conv_relu_bn(conv: nn.Module, c: int, bn=nn.BatchNorm1d) -> nn.Sequential:
+    # The at-scale code applies ReLU inside the convolution and BatchNorm after it.
+    return nn.Sequential(conv, nn.ReLU(), bn(c))
 
-    Three 1-D convolutions (width 7) over time with residual connections on the front end's
-    feature sequence, then max- and mean-pooling over time, a dense layer and the output layer.
+
+class PonsBackEnd(nn.Module):
+    """Pons et al. 2018 back end (`backend` in the authors' models.py), shared by both front ends.
+
+    conv 7 'valid' -> ReLU -> BN; conv 7 'same' -> ReLU -> BN + residual; max-pool 2 over time;
+    conv 7 'same' -> ReLU -> BN + residual; global max and mean over time of that last layer
+    (2 x 512 features); dropout 0.5, dense 500 -> ReLU -> BN, dropout 0.5, output layer.
     """
+
+    MIN_STEPS = 8     # the 'valid' 7-wide convolution leaves T - 6 steps, the pool needs 2
 
     def __init__(self, in_ch: int, n_tags: int, width: float, dropout: float = 0.5):
         super().__init__()
         c = _ch(512, width)
-        self.proj = nn.Sequential(nn.Conv1d(in_ch, c, 7, padding=3), nn.BatchNorm1d(c), nn.ReLU())
-        self.res1 = nn.Sequential(nn.Conv1d(c, c, 7, padding=3), nn.BatchNorm1d(c), nn.ReLU())
-        self.res2 = nn.Sequential(nn.Conv1d(c, c, 7, padding=3), nn.BatchNorm1d(c), nn.ReLU())
+        self.conv1 = _conv_relu_bn(nn.Conv1d(in_ch, c, 7), c)
+        self.conv2 = _conv_relu_bn(nn.Conv1d(c, c, 7, padding=3), c)
+        self.pool = nn.MaxPool1d(2)
+        self.conv3 = _conv_relu_bn(nn.Conv1d(c, c, 7, padding=3), c)
         hidden = _ch(500, width)
-        # Max and mean pooling of all three layers' outputs, concatenated (as in Pons 2018).
-        self.dense = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * 3 * c, hidden),
-                                   nn.BatchNorm1d(hidden), nn.ReLU(), nn.Dropout(dropout))
+        self.dense = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * c, hidden), nn.ReLU(),
+                                   nn.BatchNorm1d(hidden), nn.Dropout(dropout))
         self.out = nn.Linear(hidden, n_tags)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:   # h: [B, C, T]
-        h1 = self.proj(h)
-        h2 = self.res1(h1) + h1
-        h3 = self.res2(h2) + h2
-        seq = torch.cat([h1, h2, h3], dim=1)
-        pooled = torch.cat([seq.amax(dim=2), seq.mean(dim=2)], dim=1)
+        short = self.MIN_STEPS - h.shape[-1]
+        if short > 0:    # crops shorter than the published ones (see the module docstring)
+            h = F.pad(h, (short // 2, short - short // 2))
+        h1 = self.conv1(h)
+        h2 = self.pool(self.conv2(h1) + h1)
+        h3 = self.conv3(h2) + h2
+        pooled = torch.cat([h3.amax(dim=2), h3.mean(dim=2)], dim=1)
         return self.out(self.dense(pooled))
 
 
 class PonsWaveform(nn.Module):
-    """Sample-level front end (frames of 3 samples, then conv3 + max-pool 3 stacks) + back end."""
+    """Sample-level front end (Lee et al. 2017, as `wave_frontend` in the at-scale code) + back end.
 
-    def __init__(self, n_tags: int, width: float = 1.0, crop_samples: int = CROP_SAMPLES):
+    A strided conv of 3 samples (64 filters), then six 'valid' conv3 -> ReLU -> BN -> max-pool 3
+    stages (64, 64, 128, 128, 128, 256 filters): 59,049 samples -> 19,683 frames -> 26 steps.
+    """
+
+    CHANNELS = (64, 64, 64, 128, 128, 128, 256)
+
+    def __init__(self, n_tags: int, width: float = 1.0):
         super().__init__()
-        chans = [_ch(c, width) for c in (64, 64, 64, 128, 128, 128, 256)]
-        layers = [nn.Conv1d(1, chans[0], 3, stride=3), nn.BatchNorm1d(chans[0]), nn.ReLU()]
+        chans = [_ch(c, width) for c in self.CHANNELS]
+        layers = list(_conv_relu_bn(nn.Conv1d(1, chans[0], 3, stride=3), chans[0]))
         for c_in, c_out in zip(chans[:-1], chans[1:]):
-            layers += [nn.Conv1d(c_in, c_out, 3, padding=1), nn.BatchNorm1d(c_out), nn.ReLU(), nn.MaxPool1d(3)]
+            layers += [*_conv_relu_bn(nn.Conv1d(c_in, c_out, 3), c_out), nn.MaxPool1d(3)]
         self.front = nn.Sequential(*layers)
-        # 59,049 samples -> 19,683 frames -> 6 pools of 3 -> 27 steps for the back end.
         self.back = PonsBackEnd(chans[-1], n_tags, width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:   # x: [B, samples]
@@ -72,41 +104,43 @@ class PonsWaveform(nn.Module):
 
 
 class PonsMel(nn.Module):
-    """Musically motivated front end (Pons 2018) over 128 log-mel bands + the shared back end.
+    """Musically motivated log-mel front end of the at-scale paper (`spec_frontend`, num_filt 16)
+    + the shared back end: 464 feature channels per frame.
 
-    Timbral branch: vertical filters spanning 70% and 40% of the mel axis, 7/3/1 frames wide,
-    max-pooled over frequency. Temporal branch: horizontal filters of several lengths on the
-    frequency-averaged spectrogram. Both give [B, C, frames] sequences for the back end.
+    Timbral branch: filters 7, 3 and 1 frames wide (16, 32, 64 filters) spanning 0.9 and then 0.4
+    of the mel axis ('valid' over frequency, 'same' over time), each max-pooled over what is left
+    of frequency. Temporal branch: the mel axis averaged to one energy curve, then 'same' 1-D
+    filters of 165, 128, 64 and 32 frames (16, 32, 64, 128 filters).
     """
 
-    TIME_WIDTHS = (7, 3, 1)
-    FREQ_FRACTIONS = (0.7, 0.4)
-    TEMPORAL_LENGTHS = (165, 128, 64, 32)
+    TIMBRAL = tuple((frac, frames, filters) for frac in (0.9, 0.4)
+                    for frames, filters in ((7, 16), (3, 32), (1, 64)))
+    TEMPORAL = ((165, 16), (128, 32), (64, 64), (32, 128))
 
     def __init__(self, n_tags: int, width: float = 1.0, n_mels: int = N_MELS):
         super().__init__()
         self.input_bn = nn.BatchNorm2d(1)
-        self.timbral = nn.ModuleList()
-        for frac in self.FREQ_FRACTIONS:
-            for tw in self.TIME_WIDTHS:
-                c = _ch(32 if tw > 1 else 16, width)
-                self.timbral.append(nn.Sequential(
-                    nn.Conv2d(1, c, (int(frac * n_mels), tw), padding=(0, tw // 2)), nn.BatchNorm2d(c), nn.ReLU()))
-        self.temporal = nn.ModuleList()
-        for length in self.TEMPORAL_LENGTHS:
-            c = _ch(16, width)
-            self.temporal.append(nn.Sequential(
-                nn.Conv1d(1, c, length, padding=length // 2), nn.BatchNorm1d(c), nn.ReLU()))
-        in_ch = sum(m[0].out_channels for m in self.timbral) + sum(m[0].out_channels for m in self.temporal)
+        self.timbral = nn.ModuleList(
+            _conv_relu_bn(nn.Conv2d(1, _ch(f, width), (int(frac * n_mels), frames), padding=(0, frames // 2)),
+                          _ch(f, width), nn.BatchNorm2d)
+            for frac, frames, f in self.TIMBRAL)
+        # TensorFlow's 'same' for even lengths pads one more frame after than before.
+        self.temporal = nn.ModuleList(
+            nn.Sequential(nn.ConstantPad1d(((length - 1) // 2, length // 2), 0.0),
+                          *_conv_relu_bn(nn.Conv1d(1, _ch(f, width), length), _ch(f, width)))
+            for length, f in self.TEMPORAL)
+        in_ch = sum(m[-1].num_features for m in (*self.timbral, *self.temporal))
         self.back = PonsBackEnd(in_ch, n_tags, width)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:   # x: [B, n_mels, frames]
+    def front(self, x: torch.Tensor) -> torch.Tensor:       # [B, n_mels, frames] -> [B, 464, frames]
         h = self.input_bn(x.unsqueeze(1))
         feats = [branch(h).amax(dim=2) for branch in self.timbral]
-        avg = h.mean(dim=2)                                   # [B, 1, frames]
-        # Even filter lengths give one extra step with symmetric padding; trim to `frames`.
-        feats += [branch(avg)[..., : x.shape[-1]] for branch in self.temporal]
-        return self.back(torch.cat(feats, dim=1))
+        energy = h.mean(dim=2)                                 # [B, 1, frames]
+        feats += [branch(energy) for branch in self.temporal]
+        return torch.cat(feats, dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:   # x: [B, n_mels, frames]
+        return self.back(self.front(x))
 
 
 class _ResBlock2d(nn.Module):
