@@ -48,7 +48,7 @@ def test_selected_tags_are_in_the_vocabularies(vocab):
     sel = load_selected()
     table = categorize(list(sel.tags), vocab=vocab).to_pylist()
     expected = {"numeric": "number"}
-    for row, category in zip(table, sel.categories):
+    for row, category in zip(table, sel.categories, strict=True):
         want = "genre" if row["tag"] == "alternative" else expected.get(category, category)
         assert row["category"] == want, row
         assert row["method"] == ("digit" if category == "numeric" else "exact"), row
@@ -133,7 +133,8 @@ def test_matches_reference_on_real_tags(real_tags, vocab, containment, n):
     config = CategorizeConfig(containment=containment)
     got = categorize(sample, config, vocab=vocab).to_pylist()
     want = categorize_reference(sample, config, vocab=vocab).to_pylist()
-    for g, w in zip(got, want):
+    assert len(got) == len(sample)
+    for g, w in zip(got, want, strict=True):
         assert g == pytest.approx(w), (g, w)
 
 
@@ -152,7 +153,8 @@ def test_real_tags_consistency(real_tags, real_word):
     t = real_word.to_pydict()
     assert t["tag_id"] == list(range(len(real_tags))) and t["tag"] == real_tags
     methods = {"exact", "digit", "contains", "jaro_winkler", "none"}
-    for tag, category, matched, method, score in zip(t["tag"], t["category"], t["matched"], t["method"], t["score"]):
+    for tag, category, matched, method, score in zip(t["tag"], t["category"], t["matched"], t["method"], t["score"],
+                                                     strict=True):
         assert category in cat.CATEGORIES and method in methods
         assert (method == "digit") == (category == "number")
         assert (method == "none") == (matched is None)

@@ -63,14 +63,14 @@ def test_torch_loader_contract(prep, labels, input_, shape, capsys):
         seen += idx.tolist()
     assert sorted(seen) == [0, 1, 2, 3]
     again = [b[0] for b in make_loader(prep, labels, "train", input=input_, batch_size=2, num_workers=0, seed=1)]
-    assert all(torch.equal(a, b[0]) for a, b in zip(again, batches))  # same seed, same crops
+    assert all(torch.equal(a, b[0]) for a, b in zip(again, batches, strict=True))  # same seed, same crops
 
 
 def test_torch_loader_workers_match_single_process(prep, labels):
     kw = dict(input="wave", batch_size=2, num_workers=0, train=False)
     one = [b[0] for b in make_loader(prep, labels, None, **kw)]
     two = [b[0] for b in make_loader(prep, labels, None, **{**kw, "num_workers": 2})]
-    assert all(torch.equal(a, b) for a, b in zip(one, two)) and len(one) == 3
+    assert all(torch.equal(a, b) for a, b in zip(one, two, strict=True)) and len(one) == 3
 
 
 def test_eval_chunks(prep):
@@ -91,7 +91,7 @@ def test_dali_cpu_matches_torch(prep, labels, input_):
     t = list(make_loader(prep, labels, None, backend="torch", **kw))
     d = list(make_loader(prep, labels, None, backend="dali", **kw))
     assert len(t) == len(d) == 3
-    for (xt, yt, it), (xd, yd, id_) in zip(t, d):
+    for (xt, yt, it), (xd, yd, id_) in zip(t, d, strict=True):
         assert xd.dtype == torch.float32 and xd.shape == xt.shape
         assert torch.equal(it, id_) and torch.equal(yt, yd)
         if input_ == "wave":  # 16-bit FLAC quantisation: <= 1 LSB plus resampler rounding
@@ -109,7 +109,7 @@ def test_dali_train_crops(prep, labels):
     for _ in range(2):  # two epochs: auto reset works
         seen = []
         for x, y, idx in d:
-            for row, crop in zip(idx.tolist(), x.numpy()):
+            for row, crop in zip(idx.tolist(), x.numpy(), strict=True):
                 full = store.read(tids[row], 0, store.length(tids[row]))
                 # the random crop is a real window of that track (find it by its first samples)
                 hits = np.flatnonzero(np.abs(full[:len(full) - 59049 + 1] - crop[0]) < 1e-4)
@@ -137,8 +137,9 @@ def test_set_epoch_reproduces_an_epoch(prep, labels, backend):
 
     a, b = make_loader(prep, labels, "train", **kw), make_loader(prep, labels, "train", **kw)
     e1, e0, e1_again = epoch(a, 1), epoch(a, 0), epoch(b, 1)   # b never ran epoch 0: a resume
-    assert all(torch.equal(x, y) and torch.equal(i, j) for (x, i), (y, j) in zip(e1, e1_again))
-    assert not all(torch.equal(x, y) for (x, _), (y, _) in zip(e0, e1))
+    assert len(e1) == 2                      # 4 train tracks with audio, batches of 2
+    assert all(torch.equal(x, y) and torch.equal(i, j) for (x, i), (y, j) in zip(e1, e1_again, strict=True))
+    assert not all(torch.equal(x, y) for (x, _), (y, _) in zip(e0, e1, strict=True))
 
 
 def test_shard_plan_partitions_the_full_batch_groups():
@@ -178,7 +179,7 @@ def test_ranks_load_only_their_share(prep, labels, backend):
         mine = batches(rank=rank, world=2)
         assert [i.tolist() for _, i in mine] == [i.tolist() for _, i in single[rank::2]]
         if backend == "torch":
-            assert all(torch.equal(x, y) for (x, _), (y, _) in zip(mine, single[rank::2]))
+            assert all(torch.equal(x, y) for (x, _), (y, _) in zip(mine, single[rank::2], strict=True))
     # world=3: one full group of 3 batches; the 4th batch is dropped on every rank
     assert [[i.tolist() for _, i in batches(rank=r, world=3)] for r in range(3)] == \
         [[single[r][1].tolist()] for r in range(3)]
