@@ -30,12 +30,38 @@ def test_kinds_do_what_they_say():
     assert all("sad" in tagnoise.variant("sad", np.random.default_rng(s), "phrase").split() for s in range(20))
 
 
-def test_noisy_user_tags_keep_a_form_of_every_latent_tag():
-    for seed in range(30):
-        latent = ["happy", "rock", "80s"]
-        raw = tagnoise.noisy_user_tags(latent, np.random.default_rng(seed))
+def test_noisy_user_tags_keep_a_form_of_every_latent_tag(monkeypatch):
+    """Every latent tag is typed as itself, as a non-junk variant made from that same tag, or as a
+    word naming it by meaning; every other raw tag is junk."""
+    made = []                                   # (source tag, kind, variant) of every variant drawn
+    real_variant = tagnoise.variant
+
+    def recording(tag, rng, kind=None, **kw):
+        out = real_variant(tag, rng, kind, **kw)
+        made.append((tag, kind, out))
+        return out
+
+    monkeypatch.setattr(tagnoise, "variant", recording)
+    meaning = tagnoise.meaning_words()
+    latent = ["happy", "rock", "80s", "singer-songwriter"]
+    seen = {"exact": 0, "variant": 0, "meaning": 0}
+    for seed in range(60):
+        made.clear()
+        raw = tagnoise.noisy_user_tags(latent, np.random.default_rng(seed), p_meaning=0.2)
         assert len(raw) == len(set(raw)) >= len(latent)
-        assert raw == tagnoise.noisy_user_tags(latent, np.random.default_rng(seed))
+        forms = {}
+        for tag in latent:
+            variants = {out for src, kind, out in made if src == tag and kind != "junk"}
+            forms[tag] = ({tag} | variants | set(meaning.get(tag, ()))) & set(raw)
+            assert forms[tag], (seed, tag, raw)
+            seen["exact"] += tag in raw
+            seen["variant"] += bool(variants & set(raw))
+            seen["meaning"] += bool(set(meaning.get(tag, ())) & set(raw))
+        junk = {out for _, kind, out in made if kind == "junk"}
+        assert set(raw) <= set().union(*forms.values()) | junk, (seed, raw)
+        made.clear()
+        assert raw == tagnoise.noisy_user_tags(latent, np.random.default_rng(seed), p_meaning=0.2)
+    assert min(seen.values()) >= 5, seen       # every way of typing a tag was exercised
 
 
 def test_grow_tags_is_deterministic_unique_and_keeps_every_real_tag(real_tags):
