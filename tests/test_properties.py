@@ -222,17 +222,21 @@ _segment = st.sampled_from(["..", ".", "audio", "a.wav", "", "x..y", "...", "~",
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(parts=st.lists(_segment, min_size=1, max_size=6), absolute=st.booleans())
-def test_manifest_paths_never_leave_the_root(tmp_path_factory, parts, absolute):
+@given(parts=st.lists(_segment, min_size=1, max_size=6), start=st.sampled_from(["relative", "/", "root"]))
+def test_manifest_paths_never_leave_the_root(tmp_path_factory, parts, start):
+    """A path is refused exactly when it resolves outside the root: relative, absolute elsewhere,
+    or absolute under the root itself (accepted while it stays there)."""
     from tagfold.pipeline.audio.manifest import OutsideRoot, resolve_track_path
     root = tmp_path_factory.getbasetemp() / "root" / "data"
-    rel = ("/" if absolute else "") + "/".join(parts)
+    prefix = {"relative": "", "/": "/", "root": f"{root}/"}[start]
+    rel = prefix + "/".join(parts)
     assume(rel)
     try:
         full = resolve_track_path(root, rel, "t")
     except OutsideRoot as e:
         assert "'t'" in str(e) and "outside the data root" in str(e)
-        assert not os.path.realpath(Path(root) / rel).startswith(os.path.realpath(root) + os.sep) \
-            or absolute
+        # Path(root) / rel is rel itself when rel is absolute: the same target either way.
+        assert not Path(os.path.realpath(Path(root) / rel)).is_relative_to(os.path.realpath(root))
         return
     assert Path(os.path.realpath(full)).is_relative_to(os.path.realpath(root))
+    assert str(full) == os.path.realpath(Path(root) / rel)
