@@ -17,7 +17,8 @@ from test_train import CATS, CROP, TAGS, SynthLoaders, make_labels, tiny_config 
 from tagfold.pipeline.io import write_parquet  # noqa: E402
 from tagfold.training import evaluate as ev  # noqa: E402
 from tagfold.training.metrics import UndefinedMetricWarning, score  # noqa: E402
-from tagfold.training.predict import evenly_spaced_chunks, format_results, main as predict_main, predict_files  # noqa: E402
+from tagfold.training.inference import chunk_starts, chunks_from_wave, predict_tracks  # noqa: E402
+from tagfold.training.predict import format_results, main as predict_main, predict_files  # noqa: E402
 from tagfold.training.train import fit, read_labels  # noqa: E402
 
 
@@ -45,7 +46,7 @@ def trained(tmp_path_factory):
 def test_evaluate_checkpoint_against_own_and_common_truth(trained):
     cfg, loaders, tmp = trained
     ids = loaders.ids
-    chunks_of = lambda t: evenly_spaced_chunks(loaders.audio[ids.index(t)], 4, CROP)  # noqa: E731
+    chunks_of = lambda t: chunks_from_wave(loaders.audio[ids.index(t)], 4, CROP)  # noqa: E731
     ecfg = ev.EvalConfig(checkpoints=(str(Path(cfg.out) / "best.pt"),), out=str(tmp / "report"), n_chunks=4)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UndefinedMetricWarning)
@@ -108,7 +109,7 @@ def test_predict_tracks_scores_every_track_as_the_mean_of_its_chunk_probabilitie
     chunks = _stub_chunks(n_tracks)
     ids = list(chunks)
     double = lambda x: 2 * x  # noqa: E731  (the featurizer runs before the model)
-    got = ev.predict_tracks(ChunkLogits(), double, chunks.__getitem__, ids, batch_tracks=batch_tracks,
+    got = predict_tracks(ChunkLogits(), double, chunks.__getitem__, ids, batch_tracks=batch_tracks,
                             progress=False)
     # Independent reference, per track in float64: mean over chunks of sigmoid(logits).
     logits = {t: 12.0 * c[:, :len(TAGS)].astype(np.float64) for t, c in chunks.items()}
@@ -124,7 +125,7 @@ def test_predict_tracks_scores_every_track_as_the_mean_of_its_chunk_probabilitie
 
 
 def test_predict_tracks_with_no_tracks():
-    assert ev.predict_tracks(ChunkLogits(), lambda x: x, {}.__getitem__, [], progress=False).shape[0] == 0
+    assert predict_tracks(ChunkLogits(), lambda x: x, {}.__getitem__, [], progress=False).shape[0] == 0
 
 
 def _entry(stage, rng, y_own, y_common, tags, cats):
@@ -208,11 +209,20 @@ def test_predict_files_reports_unreadable(trained, tmp_path, capsys):
     assert predict_main([str(tmp_path), "--checkpoint", ckp, "--n-chunks", "2", "--format", "json"]) == 0
     out = capsys.readouterr()
     assert len(json.loads(out.out)) == 3 and "read 3 = predicted 2 + failed 1" in out.err
-    assert "broken.mp3: unreadable" in out.err
+    assert "broken.mp3: refused (decode_error" in out.err
 
 
-def test_evenly_spaced_chunks():
+def test_chunks_from_wave():
     w = np.arange(10, dtype=np.float32)
-    c = evenly_spaced_chunks(w, 3, 4)
+    c = chunks_from_wave(w, 3, 4)
     np.testing.assert_array_equal(c[:, 0], [0, 3, 6])
-    assert evenly_spaced_chunks(w[:2], 2, 4).tolist() == [[0, 1, 0, 0]] * 2
+    assert chunks_from_wave(w[:2], 2, 4).tolist() == [[0, 1, 0, 0]] * 2
+    assert chunks_from_wave(w, 1, 4)[0, 0] == 3          # one chunk: the centre crop
+
+
+def test_chunk_starts_floor_not_round():
+    """Evaluation and prediction place chunks by one rule: floor(i * span / (n - 1)); rounding
+    would put the middle chunk of a span-5 track at 2 (half to even) or 3, of span 15 at 8."""
+    assert chunk_starts(9, 3, 4).tolist() == [0, 2, 5]
+    assert chunk_starts(19, 3, 4).tolist() == [0, 7, 15]
+    assert chunk_starts(3, 4, 4).tolist() == [0, 0, 0, 0]

@@ -2,80 +2,80 @@
 
     tagfold predict song.mp3 folder/ --checkpoint runs/s2/best.pt [--top-k 5] [--format csv|json]
 
-Files are decoded with soundfile (MP3/FLAC/OGG/WAV), down-mixed, resampled to 16 kHz and cut
-into `n_chunks` evenly spaced crops whose predictions are averaged, as in evaluation. A file
-that cannot be read is reported on stderr and in the output (`error`), and the run goes on;
-the summary line says read = predicted + failed. Exit status 1 only when every file failed.
+Each file is cut into `n_chunks` evenly spaced 16 kHz crops whose predictions are averaged, by the
+inference path `tagfold evaluate` uses (training/inference.py): the chunks lie where evaluation puts
+them, and only their windows are decoded (seeking in WAV/FLAC/OGG, MP3 streamed in blocks), so a
+one-hour file needs no more memory than a short one. A file that cannot be used is refused with
+prep-audio's reasons (missing_file, not_regular_file for a FIFO or directory, empty_file,
+decode_error, non_finite for NaN/Inf samples, silent, ...), reported on stderr and in the output
+(`error`), and the run goes on. In a folder every entry named like audio is accounted for: dangling
+links, symlink loops and directories named like audio are listed as failed, never dropped.
+The summary line says read = predicted + failed. Exit status 1 only when every file failed.
+JSON output is strict (never NaN).
 """
 from __future__ import annotations
 
-import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
-SAMPLE_RATE = 16_000
 AUDIO_SUFFIXES = {".mp3", ".wav", ".flac", ".ogg", ".oga", ".aiff", ".aif"}
 
 
 def list_inputs(items: list[str]) -> list[Path]:
+    """Files to predict, in order: named files as given (refused later with a reason if unusable),
+    folders scanned recursively (symlinked folders are not followed, so a loop cannot recur) for
+    every entry named like audio, whatever it is; each is checked when it is decoded."""
     files = []
     for item in items:
         p = Path(item)
         if p.is_dir():
-            files += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in AUDIO_SUFFIXES)
+            found = []
+            for folder, dirs, names in os.walk(p, followlinks=False):
+                # a directory named like audio, or a symlink to one, is listed and refused, not dropped
+                found += [Path(folder) / n for n in dirs + names if Path(n).suffix.lower() in AUDIO_SUFFIXES]
+            files += sorted(found)
         else:
             files.append(p)      # a missing file is reported when it is read, not here
     return list(dict.fromkeys(files))    # a file named twice is predicted once
-
-
-def load_audio(path: str | Path, sr: int = SAMPLE_RATE) -> np.ndarray:
-    import soundfile as sf
-    import soxr
-
-    data, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    if data.size == 0:
-        raise ValueError("no samples")
-    mono = data.mean(axis=1)
-    return soxr.resample(mono, rate, sr).astype(np.float32) if rate != sr else mono
-
-
-def evenly_spaced_chunks(wave: np.ndarray, n_chunks: int, crop: int) -> np.ndarray:
-    """[n_chunks, crop] crops evenly spaced from start to end; short audio is zero-padded."""
-    if len(wave) < crop:
-        wave = np.pad(wave, (0, crop - len(wave)))
-    starts = np.linspace(0, len(wave) - crop, n_chunks).round().astype(np.int64)
-    return np.stack([wave[s:s + crop] for s in starts])
 
 
 def predict_files(paths: list[Path], checkpoint: str, *, top_k=5, n_chunks=16, batch_files=8,
                   device="cpu") -> list[dict]:
     from tqdm import tqdm
 
-    from tagfold.training.evaluate import featurizer, load_model, predict_tracks
+    from tagfold.training.evaluate import featurizer, load_model
+    from tagfold.training.inference import Rejected, file_chunks, predict_tracks
 
     model, state = load_model(checkpoint, device)
     cfg, tags = state["config"], state["tags"]
     featurize = featurizer(cfg["input"], device)
     results = []
+
+    def fail(path, why: str) -> None:
+        bar.write(f"tagfold predict: {path}: refused ({why})", file=sys.stderr)
+        results.append({"file": str(path), "error": why, "tags": []})
+
     # Decode one batch at a time: a folder of thousands of files never sits in memory at once.
     with tqdm(total=len(paths), desc="predict", unit="file", file=sys.stderr) as bar:
         for start in range(0, len(paths), batch_files):
-            readable, waves = [], {}
+            readable, chunks = [], {}
             for p in paths[start:start + batch_files]:
                 try:
-                    waves[str(p)] = evenly_spaced_chunks(load_audio(p), n_chunks, cfg["crop_samples"])
+                    chunks[str(p)] = file_chunks(p, n_chunks, cfg["crop_samples"])
                     readable.append(str(p))
-                except Exception as e:  # soundfile raises LibsndfileError, RuntimeError, OSError...
-                    msg = f"{type(e).__name__}: {e}"
-                    bar.write(f"tagfold predict: {p}: unreadable, skipped ({msg})", file=sys.stderr)
-                    results.append({"file": str(p), "error": msg, "tags": []})
+                except Rejected as e:
+                    fail(p, str(e))
             if readable:
-                scores = predict_tracks(model, featurize, waves.pop, readable, batch_tracks=batch_files,
+                scores = predict_tracks(model, featurize, chunks.pop, readable, batch_tracks=batch_files,
                                         device=device, progress=False)
                 for f, s in zip(readable, scores):
+                    if not np.isfinite(s).all():   # finite input, so the checkpoint's weights are broken
+                        fail(f, "non_finite_scores: the model gave NaN/Inf scores (damaged checkpoint?)")
+                        continue
                     top = np.argsort(-s, kind="stable")[:top_k]
                     results.append({"file": f, "error": "", "tags": [(tags[j], float(s[j])) for j in top]})
             bar.update(len(paths[start:start + batch_files]))
@@ -87,7 +87,7 @@ def format_results(results: list[dict], fmt: str) -> str:
     if fmt == "json":
         return json.dumps([{"file": r["file"], "error": r["error"] or None,
                             "tags": [{"tag": t, "score": round(s, 5)} for t, s in r["tags"]]}
-                           for r in results], indent=2) + "\n"
+                           for r in results], indent=2, allow_nan=False) + "\n"
     import csv
     import io
     buf = io.StringIO()
@@ -102,29 +102,24 @@ def format_results(results: list[dict], fmt: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="tagfold predict", description=__doc__.split("\n\n")[0])
+    from tagfold.pipeline.options import COUNT, parser
+
+    p = parser("tagfold predict", __doc__.split("\n\n")[0])
     p.add_argument("inputs", nargs="+", help="audio files and/or folders (searched recursively)")
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--top-k", type=int, default=5)
-    p.add_argument("--n-chunks", type=int, default=16)
-    p.add_argument("--batch-files", type=int, default=8)
-    p.add_argument("--format", choices=("csv", "json"), default="csv")
+    p.add_argument("--checkpoint", required=True, help="a checkpoint from `tagfold train` (e.g. best.pt)")
+    p.add_argument("--top-k", type=COUNT, default=5, help="tags listed per file")
+    p.add_argument("--n-chunks", type=COUNT, default=16, help="evenly spaced crops per file, scores averaged")
+    p.add_argument("--batch-files", type=COUNT, default=8, help="files per inference batch")
+    p.add_argument("--format", choices=("csv", "json"), default="csv", help="output format")
     p.add_argument("--out", default="", help="write here (atomically) instead of stdout")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     a = p.parse_args(sys.argv[1:] if argv is None else argv)
-    if a.top_k < 1 or a.n_chunks < 1:
-        p.error("--top-k and --n-chunks must be >= 1")
     paths = list_inputs(a.inputs)
     if not paths:
         print("tagfold predict: no audio files found", file=sys.stderr)
         return 1
-    from tagfold.training.checkpoint import CheckpointError
-    try:
-        results = predict_files(paths, a.checkpoint, top_k=a.top_k, n_chunks=a.n_chunks,
-                                batch_files=a.batch_files, device=a.device)
-    except CheckpointError as e:
-        print(f"tagfold predict: {e}", file=sys.stderr)
-        return 1
+    results = predict_files(paths, a.checkpoint, top_k=a.top_k, n_chunks=a.n_chunks,
+                            batch_files=a.batch_files, device=a.device)
     text = format_results(results, a.format)
     if a.out:
         from tagfold.pipeline.io import write_text
