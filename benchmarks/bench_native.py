@@ -45,7 +45,9 @@ def jw_expected(jw_job):
                            dtype=np.float64, workers=-1)
     idx = scores.argmax(axis=1)
     best = scores[np.arange(len(idx)), idx]
-    return np.where(best > 0, idx, -1), np.where(best > 0, best, 0.0), np.count_nonzero(scores)
+    pairs = np.nonzero(scores)           # row-major: (query, vocab) order, as all_matches returns them
+    return (np.where(best > 0, idx, -1), np.where(best > 0, best, 0.0), np.count_nonzero(scores),
+            (*pairs, scores[pairs]))
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +76,11 @@ def bench_jw_native(benchmark, jw_job, jw_expected):
 def bench_jw_native_all_matches(benchmark, jw_job, jw_expected):
     queries, vocab = jw_job
     q, v, s = all_matches(queries, vocab, CUTOFF, impl="native")
-    assert len(q) == jw_expected[2]
+    want_q, want_v, want_s = jw_expected[3]
+    assert len(q) == jw_expected[2] > 0
+    np.testing.assert_array_equal(q, want_q)
+    np.testing.assert_array_equal(v, want_v)
+    np.testing.assert_array_equal(s, want_s)
     benchmark(all_matches, queries, vocab, CUTOFF, impl="native")
 
 
