@@ -215,3 +215,62 @@ def test_rapidfuzz_osa_equals_the_reference_osa_distance(real_tags):
     b = [words[i] for i in rng.integers(len(words), size=3000)]
     pairs = list(zip(a, b)) + [(w, w[1:] + w[:1]) for w in a[:500]] + [("", ""), ("", "abc"), ("ab", "ba"), ("ca", "abc")]
     assert all(OSA.distance(x, y) == osa_distance(x, y) for x, y in pairs)
+
+
+def test_phrase_precedence_step_by_itself_longest_first():
+    """The phrase step alone (no compound merge afterwards) must pick the longest phrase at
+    each position: with shortest-first 'indie rock' would read as indie + rock, which a later
+    merge could rebuild and hide."""
+    from tagfold.pipeline.tags.collapse import _match_words, _ruleset
+
+    rules = _ruleset(load_selected(), CollapseConfig(merge_compounds=False))
+
+    def phrase_step(words):
+        return _match_words([(w, "exact") for w in words], rules)
+
+    assert phrase_step(["sad", "indie", "rock"]) == [("sad", "exact"), ("indie rock", "phrase")]
+    assert phrase_step(["alternative", "rock"]) == [("alternative rock", "phrase")]
+    assert phrase_step(["classic", "rock", "80s"]) == [("classic rock", "phrase"), ("80s", "exact")]
+    assert phrase_step(["greatest", "hits", "great"]) == [("great", "exact")]   # blocker is longer
+    assert phrase_step(["love", "songs"]) == [("romantic", "synonym")]           # not 'loved'
+    # and without the merge, halves found apart stay apart
+    assert phrase_step(["rock", "indie"]) == [("rock", "exact"), ("indie", "exact")]
+
+
+NAMES_AND_TITLES = {
+    # 'artist - title', 'artist- title', 'artist -title': a part holding a non-descriptive
+    # word is a name or a title; a part made of descriptors keeps its targets
+    "separated": [("justin timberlake - rock your body", []), ("the smiths - last night i dreamt that somebody loved me", []),
+                  ("paul baloche- how great thou art", []), ("katatonia -a darkness coming", []),
+                  ("soul - ray charles", ["soul"]), ("chill - smooth jazz", ["chill", "jazz"]),
+                  ("metalcore - modern metal", ["metal"]), ("post-rock - instrumental", ["rock", "instrumental"]),
+                  ("hip-hop", []), ("singer-songwriter", ["singer-songwriter"])],
+    # a selected word glued in front of a common non-descriptive word is a name
+    "joined": [("rockclimbing", []), ("poprocket", []), ("coolbeans", []), ("soulflower", []),
+               ("robotpop", ["pop"]), ("blackmetal", ["metal"]), ("jazzmusic", ["jazz"])],
+    "idiom": [("looks good", []), ("it looks so cool", []), ("good looking", []), ("used to be great", []),
+              ("dead can dance", []), ("music you can dance to", ["dance"]), ("good music", ["good"])],
+}
+
+
+@pytest.mark.parametrize("tag,expected", [c for cases in NAMES_AND_TITLES.values() for c in cases],
+                         ids=[f"{k}:{c[0]}" for k, cases in NAMES_AND_TITLES.items() for c in cases])
+def test_names_titles_and_idioms(tag, expected):
+    assert targets_of([tag])[tag] == expected
+
+
+WORD_FORMS = [("metalero", ["metal"]), ("energetyczna", ["energetic"]), ("chillig", ["chill"]),
+              ("intensiivi", ["intense"]), ("instrumentista", ["instrumental"]),
+              ("indiepop", ["indie", "pop"]),   # an ending that is a word: a joined word, not a form
+              ("metalica", []),                  # near 'metallica', a name kept whole
+              ("80musik", ["80s"]), ("70rock", ["70s", "rock"]), ("60x", []),
+              ("indie ro", ["indie rock"]), ("singer songw", ["singer-songwriter"]), ("indie po", ["indie"])]
+
+
+@pytest.mark.parametrize("tag,expected", WORD_FORMS, ids=[c[0] for c in WORD_FORMS])
+def test_word_forms_glued_decades_and_truncations(tag, expected):
+    assert targets_of([tag])[tag] == expected
+
+
+def test_word_form_rule_is_reported():
+    assert rules_of(["metalero"])[("metalero", "metal")] == "form"

@@ -27,7 +27,6 @@ phrase may appear in one rule table only (checked at load time).
 """
 from __future__ import annotations
 
-import argparse
 import multiprocessing as mp
 import re
 import sys
@@ -44,6 +43,7 @@ import pyarrow as pa
 
 from tagfold.pipeline.tags import normalize as norm
 from tagfold.pipeline.selected import SelectedTags, load_selected
+from tagfold.pipeline.errors import UserError
 
 # Table file -> rule name reported in stage2.parquet. Order only matters for error messages.
 RULE_TABLES = {
@@ -54,17 +54,52 @@ RULE_TABLES = {
     "blockers.tsv": "blocked",
 }
 # Every value of stage2.parquet's `rule` column.
-RULE_NAMES = ("exact", "phrase", "compound", "decade", "synonym", "foreign", "country", "typo", "segmented")
+RULE_NAMES = ("exact", "phrase", "compound", "decade", "synonym", "foreign", "country", "typo", "segmented",
+              "form")
 # When a phrase is built from repaired words, the row reports the repair, the least certain
 # evidence first: a typo-corrected synonym is reported as 'typo'.
 _TRIPLE_LETTER = re.compile(r"(.)\1\1")
-_WORD_RULE_RANK = {"typo": 0, "segmented": 1, "decade": 2}
+_WORD_RULE_RANK = {"typo": 0, "form": 1, "segmented": 2, "decade": 3}
+# Word forms: a stem of a selected word, then an ending that is no English word of its own
+# ('metal|izado', 'energet|ycznie', 'chill|ailua', 'romant|ico'). Stems are the selected words
+# of 5+ letters, also without an English ending ('energetic' -> 'energet'); the ending is at
+# most this long (longer rests are joined words, for segmentation).
+_FORM_ENDINGS = ("ic", "al", "ful", "ing", "y", "e", "ies")
+_FORM_MAX_ENDING = 7
+_FORM_MIN_STEM = 5
+# A two-digit decade glued in front of a word ('90musik', '80music'): the decade.
+_GLUED_DECADES = {"60": "60s", "70": "70s", "80": "80s", "90": "90s"}
 STAGE2_SCHEMA = pa.schema([
     ("tag_id", pa.int32()),
     ("tag", pa.string()),
     ("target", pa.dictionary(pa.int32(), pa.string())),
     ("rule", pa.dictionary(pa.int8(), pa.string())),
 ])
+
+
+# A dash with white space on at least one side separates the parts of a tag ('artist - title',
+# 'artist- title', 'artist -title'); a dash inside a word does not ('hip-hop', 'post-rock').
+_SEPARATOR_RE = re.compile(r"\s+-+\s*|\s*-+\s+")
+SEPARATOR = "-"   # the token standing for a separator (tokenize never yields punctuation)
+_SUFFIX_WORDS = frozenset("ally ness less ful ish ism ist ists ing ings ers est ies ous ive ion ions "
+                          "able ible ment ments ity ties".split())
+
+
+def tokens_with_separators(tag: str) -> list[str]:
+    """norm.tokenize(tag), with SEPARATOR between the parts of a separated tag."""
+    if "-" not in tag:
+        return norm.tokenize(tag)
+    parts = [p for p in _SEPARATOR_RE.split(tag.strip(" -")) if p.strip(" -")]
+    if len(parts) < 2:
+        return norm.tokenize(tag)
+    out: list[str] = []
+    for part in parts:
+        toks = norm.tokenize(part)
+        if toks:
+            if out:
+                out.append(SEPARATOR)
+            out.extend(toks)
+    return out
 
 
 @dataclass(frozen=True)
@@ -92,19 +127,19 @@ def _read_table(text: str, source: str, selected: SelectedTags, rule: str) -> di
             continue
         phrase, sep, targets = line.partition("\t")
         if not sep:
-            raise ValueError(f"{source}:{lineno}: expected 'phrase<TAB>targets', got {line!r}")
+            raise UserError(f"{source}:{lineno}: expected 'phrase<TAB>targets', got {line!r}")
         key = tuple(norm.tokenize(phrase))
         if not key:
-            raise ValueError(f"{source}:{lineno}: empty phrase")
+            raise UserError(f"{source}:{lineno}: empty phrase")
         names = tuple(t.strip() for t in targets.split(";") if t.strip())
         if rule == "blocked" and names:
-            raise ValueError(f"{source}:{lineno}: a blocker has no target, got {targets!r}")
+            raise UserError(f"{source}:{lineno}: a blocker has no target, got {targets!r}")
         # A table may name targets that a user's shorter selected list lacks: those are dropped.
         names = tuple(t for t in names if t in selected.tags)
         if rule != "blocked" and not names:
             continue
         if key in out:
-            raise ValueError(f"{source}:{lineno}: phrase {' '.join(key)!r} appears twice")
+            raise UserError(f"{source}:{lineno}: phrase {' '.join(key)!r} appears twice")
         out[key] = Phrase(names, rule)
     return out
 
@@ -130,7 +165,7 @@ class RuleSet:
             table = _read_table(root.joinpath(name).read_text("utf-8"), f"{root}/{name}", selected, rule)
             for key, phrase in table.items():
                 if key in phrases:
-                    raise ValueError(f"{root}/{name}: phrase {' '.join(key)!r} is already defined in "
+                    raise UserError(f"{root}/{name}: phrase {' '.join(key)!r} is already defined in "
                                      f"{sources[key]}; a phrase may have one meaning only")
                 phrases[key] = phrase
                 sources[key] = name
@@ -139,6 +174,22 @@ class RuleSet:
             joined = ("".join(key),)
             if len(key) > 1 and joined not in phrases:
                 phrases[joined] = phrase
+        # Idioms: 'X' stands for every one-word selected tag ('looks X' -> 'looks good', ...).
+        idioms = root.joinpath("idioms.tsv")
+        if idioms.is_file():
+            source = f"{root}/idioms.tsv"
+            singles = [t for t in selected.tags if len(norm.tokenize(t)) == 1]
+            for lineno, line in enumerate(idioms.read_text("utf-8").splitlines(), start=1):
+                if not line.strip() or line.startswith("#"):
+                    continue
+                pattern = tuple(norm.tokenize(line.partition("\t")[0]))
+                for tag in (singles if "x" in pattern else [None]):
+                    key = tuple(norm.tokenize(tag)[0] if w == "x" and tag else w for w in pattern)
+                    if key in phrases and sources[key] != source:
+                        raise ValueError(f"{source}:{lineno}: phrase {' '.join(key)!r} is already defined in "
+                                         f"{sources[key]}; a phrase may have one meaning only")
+                    phrases[key] = Phrase((), "blocked")
+                    sources[key] = source
         self.phrases = phrases
         self.max_phrase_len = max(len(k) for k in phrases)
         # first word -> the lengths of the phrases it starts, longest first (most specific first)
@@ -151,11 +202,60 @@ class RuleSet:
         self.negators = _read_words(root.joinpath("negators.txt").read_text("utf-8"))
         freq = norm.english_frequencies()
         self.known = frozenset(w for w, c in freq.items() if c >= config.known_min_count) | self.unsplit
+        # Words that describe music (see descriptors.txt): everything a tag may hold beside its
+        # selected words and still be a description rather than a name or a title. Blocker
+        # words ('iggy', 'chili') are not descriptors: they belong to names.
+        from tagfold.pipeline.tags.vocab import load_vocabularies
+
+        vocab = load_vocabularies()
+        described = {w for key, phrase in phrases.items() if phrase.targets for w in key}
+        for entry in chain(vocab.genre, vocab.emotion, vocab.descriptive):
+            described.update(norm.tokenize(entry))
+        descriptors_file = root.joinpath("descriptors.txt")
+        if descriptors_file.is_file():
+            described |= _read_words(descriptors_file.read_text("utf-8"))
+        self.descriptors = frozenset(described) | self.negators
+        # Common English words (the 20,000 most frequent, 3+ letters) that do not describe
+        # music: glued to a selected word they make a name ('soulwax', 'riverdance'). Words
+        # that are also suffixes make word forms, not names ('melancholic|ally', 'folk|ness').
+        ranked = sorted(freq, key=freq.__getitem__, reverse=True)[:20_000]
+        self.common_words = (frozenset(w for w in ranked if len(w) >= 3 and w.isalpha())
+                             - self.descriptors - _SUFFIX_WORDS)
         # Typos are corrected towards lexicon words only, never towards arbitrary English.
         self.typo_vocab = sorted(w for w in self.lexicon if len(w) >= config.min_typo_len and w.isalpha())
         stems = sorted((w for w in self.lexicon if len(w) >= 3 and w.isalpha()), key=lambda w: (-len(w), w))
         self.stem_re = _containment_regex(stems)
         self.segmenter = norm.Segmenter(self.lexicon, config.unknown_char_cost)
+        stems: dict[str, str] = {}
+        for tag in selected.tags:
+            for word in norm.tokenize(tag):
+                if (word,) not in phrases or not phrases[(word,)].targets or not word.isalpha():
+                    continue
+                forms = [word] + [word[:-len(e)] for e in _FORM_ENDINGS if word.endswith(e)]
+                for stem in forms:
+                    if len(stem) >= _FORM_MIN_STEM:
+                        stems.setdefault(stem, word)
+        self.form_stems = stems
+        self.form_re = re.compile("(" + "|".join(sorted(map(re.escape, stems), key=len, reverse=True))
+                                  + f")([a-z]{{1,{_FORM_MAX_ENDING}}})") if stems else None
+        # Truncated last words of two-word phrases ('singer so' -> 'singer songwriter',
+        # 'indie ro' -> 'indie rock'): (first word, prefix) -> the second word, when unique.
+        completions: dict[tuple[str, str], str | None] = {}
+        for key, phrase in phrases.items():
+            if len(key) == 2 and phrase.targets:
+                first, second = key
+                for cut in range(2, len(second)):
+                    prefix = second[:cut]
+                    pair = (first, prefix)
+                    known = completions.get(pair, second)
+                    # Ambiguous prefixes complete only when every completion means the same.
+                    if known is None or phrases[(first, known)].targets != phrase.targets:
+                        completions[pair] = None
+                    else:
+                        completions[pair] = min(known, second, key=len)
+        # A prefix that is a selected word or a synonym itself ('indie pop') is no truncation.
+        self.completions = {k: v for k, v in completions.items()
+                            if v is not None and not (k[1],) in phrases}
         # Two-word selected tags made of two selected tags ('indie rock' = indie + rock).
         self.compounds = []
         for tag in selected.tags:
@@ -204,6 +304,48 @@ def _ruleset(selected: SelectedTags, config: CollapseConfig) -> RuleSet:
 
 def _is_word(rules: RuleSet, token: str) -> bool:
     return token in rules.lexicon or token in rules.known
+
+
+def _jaro_winkler(a: str, b: str) -> float:
+    from rapidfuzz.distance import JaroWinkler
+
+    return JaroWinkler.similarity(a, b)
+
+
+def _word_form(piece: str, rules: RuleSet) -> str | None:
+    """The selected word of which `piece` (not a word of its own) is a form, or None.
+
+    The ending must not be a common English word of 4+ letters: 'chillhood' is a joined word
+    (segmentation decides), 'chillit' and 'metalizado' are forms."""
+    if rules.form_re is None:
+        return None
+    m = rules.form_re.fullmatch(piece)
+    if m is None:
+        return None
+    ending = m.group(2)
+    # An ending that is or begins with a word makes a joined word ('indiepop', 'greatday',
+    # 'funnyman', 'indietronica'): segmentation reads those. Two letters are too few to tell.
+    if len(ending) >= 3 and any(ending[:k] in rules.known or ending[:k] in rules.descriptors
+                                for k in range(3, len(ending) + 1)):
+        return None
+    # Near-misses of words kept whole ('metalica', 'metallicas' ~ metallica) are names.
+    if any(_jaro_winkler(piece, w) >= rules.config.typo_cutoff for w in rules.unsplit):
+        return None
+    return rules.form_stems[m.group(1)]
+
+
+def _is_joined_name(words: Sequence[str], rules: RuleSet) -> bool:
+    """A selected word followed by a common English word that does not describe music is a
+    name or a title ('soulwax', 'soulsomething', 'rockclimbing', 'poprocket'); followed by a
+    descriptor it is a description ('jazzmusic', 'rockballad')."""
+    # Exactly two whole words: longer joins are lists of genres and moods
+    # ('punkdeathtrashmetal', 'topfavouritejazz'), and pieces no word covers are not evidence.
+    if len(words) != 2 or not all(len(w) >= 3 for w in words):
+        return False
+    # Only a selected word in front: in second place the selected word names the genre of
+    # a compound ('robotpop', 'shockrock', 'suomimetal'; guideline: 'synthpop' -> pop).
+    first, second = words
+    return first in rules.lexicon and first in rules.descriptors and second in rules.common_words
 
 
 def _analyse_tokens(tokens: set[str], rules: RuleSet, pool_map=None) -> dict[str, tuple[tuple[str, str], ...]]:
@@ -260,6 +402,13 @@ def _analyse_tokens(tokens: set[str], rules: RuleSet, pool_map=None) -> dict[str
         truncation = len(query) >= cfg.min_truncation_len and word.startswith(query)
         if truncation or (abs(len(query) - len(word)) <= allowed and OSA.distance(query, word) <= allowed):
             resolved[piece] = ((word, "typo"),)
+    # d2. word forms of a selected word ('metalizado', 'chillailua'), after typos so that a
+    # misspelt phrase word ('chillount' -> chillout) is repaired, not cut to its stem.
+    for piece in pending:
+        if resolved[piece] is None:
+            form = _word_form(squeezed_of[piece], rules)
+            if form is not None:
+                resolved[piece] = ((form, "form"),)
     # e. joined words: segment the rest that contain a lexicon word.
     to_segment = [p for p in pending if resolved[p] is None]
     segmented = pool_map(_segment_chunk, [squeezed_of[p] for p in to_segment])
@@ -269,6 +418,8 @@ def _analyse_tokens(tokens: set[str], rules: RuleSet, pool_map=None) -> dict[str
             # unless every piece is a lexicon word ('ukpunk').
             if not all(w in rules.lexicon for w in words):
                 words = [w if len(w) >= 3 else "" for w in words]
+            if _is_joined_name(words, rules):
+                continue  # stays unknown: a name ('soulwax'), not a description
             resolved[piece] = tuple((w, "segmented") for w in words)
     for piece in pending:
         if resolved[piece] is None:
@@ -285,8 +436,12 @@ def _analyse_tokens(tokens: set[str], rules: RuleSet, pool_map=None) -> dict[str
             letters_ok = all(
                 len(p) <= 1 or all(rule != "unknown" for _, rule in resolved[p])
                 for p in pieces if not p[0].isdigit())
-            for p in pieces:
+            for k, p in enumerate(pieces):
                 if p[0].isdigit() and not letters_ok:
+                    continue
+                if (p in _GLUED_DECADES and k + 1 < len(pieces) and letters_ok and len(pieces[k + 1]) >= 3
+                        and _GLUED_DECADES[p] in rules.selected.tags):
+                    words.append((_GLUED_DECADES[p], "decade"))
                     continue
                 words.extend(resolved[p])
         else:
@@ -305,9 +460,21 @@ def _match_words(words: Sequence[tuple[str, str]], rules: RuleSet) -> list[tuple
     plain = [w for w, _ in words]
     found: list[tuple[str, str]] = []
     negate_at = -1
+    separated = SEPARATOR in plain
+    segment_start = 0    # index in `found` where the current part of a separated tag begins
+    names_a_work = False  # the current part holds a word that does not describe music
     i = 0
     while i < n:
         word = plain[i]
+        if separated:
+            if word == SEPARATOR:
+                if names_a_work:
+                    del found[segment_start:]
+                segment_start, names_a_work = len(found), False
+                i += 1
+                continue
+            if word not in rules.descriptors and (word or words[i][1] == "name"):
+                names_a_work = True
         if word in negators:
             negate_at = i + 1
             i += 1
@@ -330,10 +497,14 @@ def _match_words(words: Sequence[tuple[str, str]], rules: RuleSet) -> list[tuple
                 elif length > 1 and rule == "exact":
                     rule = "phrase"
                 found.extend((t, rule) for t in phrase.targets)
+            if separated and any(w not in rules.descriptors for w in plain[i + 1:i + length]):
+                names_a_work = True  # 'iggy pop', 'red hot chili peppers'
             i += length
             break
         else:
             i += 1
+    if separated and names_a_work:
+        del found[segment_start:]
     out: list[tuple[str, str]] = []
     seen: set[str] = set()
     for target, rule in found:
@@ -414,8 +585,13 @@ def collapse(tags: Sequence[str], selected: SelectedTags | None = None,
         workers = 2 if len(tags) >= 100_000 else 1
     if workers > 1 and "fork" not in mp.get_all_start_methods():
         workers = 1
-    token_lists = [norm.tokenize(t) for t in tags]
+    token_lists = [tokens_with_separators(t) for t in tags]
+    completions = rules.completions
+    for toks in token_lists:
+        if len(toks) >= 2 and (toks[-2], toks[-1]) in completions:
+            toks[-1] = completions[toks[-2], toks[-1]]
     unique = set(chain.from_iterable(token_lists))
+    unique.discard(SEPARATOR)
     state = {"rules": rules, "token_lists": token_lists}
     pool = None
     try:
@@ -430,13 +606,18 @@ def collapse(tags: Sequence[str], selected: SelectedTags | None = None,
         else:
             pool_map = None
         analysed = _analyse_tokens(unique, rules, pool_map)
+        analysed[SEPARATOR] = ((SEPARATOR, "separator"),)
         lexicon, negators = rules.lexicon, rules.negators
         # Tokens that can start no phrase let most tags skip matching altogether.
         state["relevant"] = {tok for tok, words in analysed.items() if any(w in lexicon for w, _ in words)}
         # Words outside the lexicon only matter as gaps between phrases, so tags that differ
         # only in such words ('swiss metal', 'fresh metal') share one match result.
-        gap = ("", "")
-        state["reduced"] = {tok: tuple(wr if wr[0] in lexicon or wr[0] in negators else gap for wr in words)
+        # The gap keeps one bit: whether the word describes music (a segment holding a word
+        # that does not is a name or a title, see _match_words).
+        gap, name_gap = ("", ""), ("", "name")
+        descriptors = rules.descriptors
+        state["reduced"] = {tok: tuple(wr if wr[0] in lexicon or wr[0] in negators or wr[0] == SEPARATOR
+                                       else gap if wr[0] in descriptors or not wr[0] else name_gap for wr in words)
                             for tok, words in analysed.items()}
         if pool is not None:
             # The matching state exists only now: fork fresh workers that see it.
@@ -468,8 +649,11 @@ def collapse(tags: Sequence[str], selected: SelectedTags | None = None,
 def explain(tag: str, selected: SelectedTags | None = None, config: CollapseConfig = CollapseConfig()):
     """The canonical words Stage II read in `tag` (for debugging rules)."""
     rules = _ruleset(selected or load_selected(), config)
-    toks = norm.tokenize(tag)
-    analysed = _analyse_tokens(set(toks), rules)
+    toks = tokens_with_separators(tag)
+    if len(toks) >= 2 and (toks[-2], toks[-1]) in rules.completions:
+        toks[-1] = rules.completions[toks[-2], toks[-1]]
+    analysed = _analyse_tokens(set(toks) - {SEPARATOR}, rules)
+    analysed[SEPARATOR] = ((SEPARATOR, "separator"),)
     return [w for tok in toks for w in analysed[tok]]
 
 
@@ -479,26 +663,28 @@ def explain(tag: str, selected: SelectedTags | None = None, config: CollapseConf
 def _read_tags(path: Path) -> tuple[list[str], pa.Array | None]:
     """Tags and, from a tags.parquet, their tag_id column (None for a plain one-per-line file)."""
     if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
+        from tagfold.pipeline.io import read_input_table
 
-        table = pq.read_table(path)
+        table = read_input_table(path)
         if "tag" not in table.column_names:
-            raise ValueError(f"{path}: no 'tag' column (columns: {', '.join(table.column_names)})")
+            raise UserError(f"{path}: no 'tag' column (columns: {', '.join(table.column_names)})")
         ids = table.column("tag_id").combine_chunks() if "tag_id" in table.column_names else None
         return table.column("tag").to_pylist(), ids
     return path.read_text("utf-8").splitlines(), None
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="tagfold collapse", description=__doc__.splitlines()[0])
-    parser.add_argument("--tags", required=True, type=Path, help="tags.parquet (tag_id, tag) or one tag per line")
-    parser.add_argument("--out", required=True, type=Path, help="output folder for stage2.parquet")
-    parser.add_argument("--selected", type=Path, help="CSV 'tag,category' (default: the thesis's 50)")
-    parser.add_argument("--rules-dir", help="folder of rule tables replacing the package's")
-    parser.add_argument("--typo-cutoff", type=float, default=CollapseConfig.typo_cutoff)
-    args = parser.parse_args(argv)
-    if not 0.0 < args.typo_cutoff <= 1.0:
-        parser.error(f"--typo-cutoff must be in (0, 1], got {args.typo_cutoff}")
+    from tagfold.pipeline.options import SCORE_LEVEL, parser
+    from tagfold.pipeline.tags.options import add_selected
+
+    p = parser("tagfold collapse", __doc__.splitlines()[0])
+    p.add_argument("--tags", required=True, type=Path, help="tags.parquet (tag_id, tag) or one tag per line")
+    p.add_argument("--out", required=True, type=Path, help="output folder for stage2.parquet")
+    add_selected(p)
+    p.add_argument("--rules-dir", help="folder of rule tables replacing the package's")
+    p.add_argument("--typo-cutoff", type=SCORE_LEVEL, default=CollapseConfig.typo_cutoff,
+                   help="Jaro-Winkler score a typo must reach to be repaired")
+    args = p.parse_args(argv)
     from tagfold.pipeline.io import output_lock
 
     config = CollapseConfig(typo_cutoff=args.typo_cutoff, rules_dir=args.rules_dir)
@@ -509,7 +695,8 @@ def main(argv: list[str]) -> int:
 def _run(args, config: CollapseConfig) -> int:
     from tagfold.pipeline.io import write_parquet
 
-    print(config, file=sys.stderr)
+    print(f"Stage II: typo cutoff {config.typo_cutoff}, rule tables from {config.rules_dir or 'the package'}",
+          file=sys.stderr)
     tags, tag_ids = _read_tags(args.tags)
     selected = load_selected(args.selected)
     start = time.perf_counter()
@@ -521,6 +708,6 @@ def _run(args, config: CollapseConfig) -> int:
     path = write_parquet(table, args.out / "stage2.parquet", {"stage": 2, **config.__dict__,
                                                              "selected": list(selected.tags)})
     mapped = len(set(table.column("tag_id").to_pylist()))
-    print(f"stage II: {len(tags):,} tags read, {mapped:,} mapped to >= 1 selected tag, "
+    print(f"Stage II: {len(tags):,} tags read, {mapped:,} mapped to >= 1 selected tag, "
           f"{len(tags) - mapped:,} to none; {table.num_rows:,} rows in {seconds:.2f} s -> {path}")
     return 0
