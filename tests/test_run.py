@@ -1,13 +1,11 @@
 """The tag pipeline end to end on real tags, and `tagfold query` over its outputs."""
 import subprocess
 import sys
-from collections import Counter
 
 import pyarrow.parquet as pq
 import pytest
 
 from tagfold.pipeline.io import read_config
-from tagfold.pipeline.selected import load_selected
 from tagfold.pipeline.tags.query import folded_into, format_page
 from tagfold.pipeline.tags.run import PipelineConfig, run_pipeline
 
@@ -34,35 +32,14 @@ def pipeline_out(tmp_path_factory, real_tags):
     return out, timings
 
 
-def test_every_output_is_written_with_schema_and_config(pipeline_out, real_tags):
+def test_every_output_is_written_with_schema_and_config(pipeline_out, real_tags, check_pipeline_outputs):
     out, timings = pipeline_out
     assert set(timings) == {"ingest", "stage1", "stage2", "vectors", "stage3"}
-    tables = {name: pq.read_table(out / name) for name in OUTPUTS}
     for name, columns in OUTPUTS.items():
-        assert tables[name].column_names == columns, name
-    # Ingest: one row per distinct input line (runs of spaces read as one), ids 0..n-1; Stage I: one
-    # row per tag, same ids.
-    tags = tables["tags.parquet"].to_pydict()
-    expected = Counter(" ".join(t.split()) for t in input_tags(real_tags))
-    assert dict(zip(tags["tag"], tags["count"], strict=True)) == expected
-    assert tags["tag_id"] == list(range(len(tags["tag"])))
-    cats = tables["categories.parquet"].to_pydict()
-    assert cats["tag_id"] == tags["tag_id"] and cats["tag"] == tags["tag"]
-    # Stage II: (tag, selected tag) pairs, the named examples among them, never a target outside the list.
-    selected = load_selected().tags
-    pairs2 = set(zip(*(tables["stage2.parquet"].column(c).to_pylist() for c in ("tag", "target")), strict=True))
-    assert {t for _, t in pairs2} <= set(selected)
+        assert pq.read_table(out / name).column_names == columns, name
+    t = check_pipeline_outputs(out, input_tags(real_tags))
+    pairs2 = set(zip(t["stage2"]["tag"], t["stage2"]["target"], strict=True))
     assert {("4-amhappy-dancing", "happy"), ("happy", "happy"), ("'00s", "2000s")} <= pairs2
-    # Stage III keeps every Stage II pair and adds embedding folds only for tags Stage II left unmapped.
-    s3 = tables["stage3.parquet"].to_pydict()
-    rows3 = list(zip(s3["tag"], s3["target"], s3["source"], strict=True))
-    assert {(t, g) for t, g, src in rows3 if src == "stage2"} == pairs2
-    folded = [(t, g) for t, g, src in rows3 if src == "embedding"]
-    assert {g for _, g in folded} <= set(selected) and not {t for t, _ in folded} & {t for t, _ in pairs2}
-    # One normal fit per selected tag, in order; its fold count is the embedding rows for that tag.
-    fits = tables["fits.parquet"].to_pydict()
-    assert fits["target"] == list(selected)
-    assert fits["folded"] == [sum(g == target for _, g in folded) for target in selected]
     config = read_config(out / "stage3.parquet")
     assert config["embed"]["percentile"] == 0.001
     assert config["report"]["tags"] == pq.read_table(out / "tags.parquet").num_rows
