@@ -7,6 +7,15 @@ import pytest
 from tagfold.pipeline.paths import shared_data
 
 
+def pytest_runtest_setup(item):
+    """GPU cases are collected on every machine and skipped, with the reason, where CUDA is
+    missing: a CPU run lists them as skipped, a GPU run shows they ran."""
+    if item.get_closest_marker("gpu"):
+        import torch
+        if not torch.cuda.is_available():
+            pytest.skip("needs a CUDA GPU (none on this machine); runs on a GPU machine")
+
+
 @pytest.fixture(scope="session")
 def shared() -> Path:
     return shared_data()

@@ -33,16 +33,25 @@ def emotify(shared, tmp_path_factory):
 
 
 def bench_prep_clips_per_core(benchmark, emotify):
+    from tagfold.training.loaders import ShardStore
     d, ids, root = emotify
-    x, sr, _ = decode_mono_16k(root / "audio" / f"{ids[0]}.mp3")
-    assert sr == 22050 and abs(len(x) - 30 * 16000) < 3200 and np.abs(x).max() > 0.01
 
     def run():
         shutil.rmtree(d / "prep_bench", ignore_errors=True)
         return prep_audio(PrepConfig(str(d / "m.parquet"), str(d / "prep_bench"), "npy", workers=1), progress=False)
 
-    s = benchmark.pedantic(run, rounds=2, iterations=1)
+    # Before timing: every clip kept, and each stored clip is its decoded 16 kHz audio (float16 shards).
+    s = run()
     assert s["kept"] == N_CLIPS and s["rejected"] == 0
+    store = ShardStore(d / "prep_bench")
+    for tid in ids:
+        x, sr, _ = decode_mono_16k(root / "audio" / f"{tid}.mp3")
+        assert sr == 22050 and abs(len(x) - 30 * 16000) < 3200 and np.abs(x).max() > 0.01
+        assert store.length(tid) == len(x)
+        assert np.abs(store.read(tid, 0, len(x)) - x).max() < 2e-3, tid
+
+    s = benchmark.pedantic(run, rounds=2, iterations=1)
+    assert s["kept"] == N_CLIPS
     if benchmark.stats:
         print(f"\nprep: {N_CLIPS / benchmark.stats['mean']:.1f} clips/s per core (30 s 22.05 kHz MP3 -> 16 kHz npy)")
 
@@ -58,17 +67,22 @@ def prepped(emotify):
     return out, labels
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
 @pytest.mark.parametrize("backend", ["torch", "dali"])
 @pytest.mark.parametrize("input_", ["wave", "mel"])
-def bench_loader_crops_per_s(benchmark, prepped, backend, input_):
+def bench_loader_crops_per_s(benchmark, prepped, backend, input_, device):
     if backend == "dali":
         pytest.importorskip("nvidia.dali")
+    import torch
+
     from tagfold.training.loaders import make_loader
     out, labels = prepped
     def build():
         return make_loader(out, labels, "train", input=input_, batch_size=BATCH, backend=backend,
-                           num_workers=2, seed=0)
+                           device=device, num_workers=2, seed=0)
     x, y, idx = next(iter(build()))
+    assert x.device.type == y.device.type == device
+    x, y, idx = x.cpu(), y.cpu(), idx.cpu()
     assert tuple(x.shape) == ((BATCH, 59049) if input_ == "wave" else (BATCH, 128, 231))
     assert np.isfinite(x.numpy()).all() and x.abs().max() > 0
     assert np.array_equal(y[:, 0].numpy(), labels.column("t0").to_numpy()[idx.numpy()].astype(np.float32))
@@ -76,9 +90,12 @@ def bench_loader_crops_per_s(benchmark, prepped, backend, input_):
     loader = build()  # each iteration below is one full epoch (64 crops) on either backend
 
     def epoch():
-        return sum(x.shape[0] for x, _, _ in loader)
+        n = sum(x.shape[0] for x, _, _ in loader)
+        if device == "cuda":
+            torch.cuda.synchronize()   # SYNC: time the features made on the GPU, not just their launch
+        return n
 
     n = benchmark.pedantic(epoch, rounds=3, iterations=1, warmup_rounds=1)
     assert n == CROPS_PER_EPOCH
     if benchmark.stats:
-        print(f"\n{backend} {input_}: {n / benchmark.stats['mean']:.0f} crops/s (batch {BATCH}, CPU)")
+        print(f"\n{backend} {input_}: {n / benchmark.stats['mean']:.0f} crops/s (batch {BATCH}, {device})")

@@ -45,7 +45,7 @@ def train_step(model, opt, x, y, device):
 
 
 def _devices():
-    return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    return ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
 
 
 @pytest.mark.parametrize("device", _devices())

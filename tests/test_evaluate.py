@@ -124,6 +124,20 @@ def test_predict_tracks_scores_every_track_as_the_mean_of_its_chunk_probabilitie
         assert np.abs(wrong - want).max() > 0.1
 
 
+@pytest.mark.gpu
+def test_predict_tracks_on_cuda_matches_cpu(trained):
+    """On CUDA the model runs under bf16 autocast: same scores as on the CPU within bf16 rounding."""
+    cfg, loaders, _ = trained
+    model, _ = ev.load_model(str(Path(cfg.out) / "best.pt"))
+    ids = loaders.ids[:7]
+    chunks_of = lambda t: evenly_spaced_chunks(loaders.audio[ids.index(t)], 4, CROP)  # noqa: E731
+    cpu = ev.predict_tracks(model, lambda x: x, chunks_of, ids, batch_tracks=3, progress=False)
+    gpu = ev.predict_tracks(model.to("cuda"), lambda x: x, chunks_of, ids, batch_tracks=3, device="cuda",
+                            progress=False)
+    assert gpu.shape == cpu.shape == (7, len(TAGS))
+    np.testing.assert_allclose(gpu, cpu, atol=2e-2)
+
+
 def test_predict_tracks_with_no_tracks():
     assert predict_tracks(ChunkLogits(), lambda x: x, {}.__getitem__, [], progress=False).shape[0] == 0
 

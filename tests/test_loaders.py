@@ -84,12 +84,17 @@ def test_eval_chunks(prep):
     assert np.all(short[:, n:] == 0) and np.array_equal(short[0], short[1])
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
 @pytest.mark.parametrize("input_", ["wave", "mel"])
-def test_dali_cpu_matches_torch(prep, labels, input_):
+def test_dali_matches_torch(prep, labels, input_, device):
+    """DALI (CPU-only pipeline, or features on the GPU) and the torch loader, same crops."""
     pytest.importorskip("nvidia.dali")
-    kw = dict(input=input_, batch_size=2, num_workers=1, train=False)
-    t = list(make_loader(prep, labels, None, backend="torch", **kw))
-    d = list(make_loader(prep, labels, None, backend="dali", **kw))
+    kw = dict(input=input_, batch_size=2, num_workers=1, train=False, device=device)
+    t = [tuple(v.cpu() for v in b) for b in make_loader(prep, labels, None, backend="torch", **kw)]
+    d = []
+    for b in make_loader(prep, labels, None, backend="dali", **kw):
+        assert b[0].device.type == device
+        d.append(tuple(v.cpu() for v in b))
     assert len(t) == len(d) == 3
     for (xt, yt, it), (xd, yd, id_) in zip(t, d, strict=True):
         assert xd.dtype == torch.float32 and xd.shape == xt.shape
