@@ -1,0 +1,228 @@
+"""The `tagfold` command line as a user meets it: every option documented with its default and
+range, bad values refused with one line and the exit code of the README's table, user errors
+without a traceback, a closed pipe ending quietly."""
+import argparse
+import errno
+import importlib
+import os
+import subprocess
+import sys
+
+import pyarrow.parquet as pq
+import pytest
+
+from tagfold import cli
+from tagfold.pipeline import errors, options
+
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+
+class _Parsed(Exception):
+    pass
+
+
+def command_parser(name: str, monkeypatch) -> argparse.ArgumentParser:
+    """The parser `tagfold NAME` builds, caught as it starts parsing."""
+    seen = []
+
+    def capture(self, args=None, namespace=None):
+        seen.append(self)
+        raise _Parsed
+
+    # on argparse's own class, so a command that builds a plain ArgumentParser is caught too
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", capture)
+    module, _, function = cli.COMMANDS[name][0].partition(":")
+    with pytest.raises(_Parsed):
+        getattr(importlib.import_module(module), function or "main")([])
+    return seen[0]
+
+
+@pytest.mark.parametrize("name", list(cli.COMMANDS))
+def test_every_option_has_help_default_and_range(name, monkeypatch):
+    p = command_parser(name, monkeypatch)
+    assert isinstance(p, options.Parser), f"{name}: build the parser with tagfold.pipeline.options.parser"
+    formatter = options.HelpFormatter(p.prog)
+    for action in p._actions:
+        if isinstance(action, argparse._HelpAction):
+            continue
+        flag = "/".join(action.option_strings) or action.dest
+        assert action.help, f"tagfold {name} {flag}: no help text"
+        # a numeric option is checked against its documented range, in one place (options.Range)
+        assert action.type not in (int, float) or action.choices, \
+            f"tagfold {name} {flag}: numeric option without an options.Range"
+        if action.option_strings and action.default not in (None, False, "", argparse.SUPPRESS):
+            assert "default" in formatter._get_help_string(action), f"tagfold {name} {flag}: default not shown"
+
+
+def test_help_shows_default_and_range(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["query", "--help"])
+    assert e.value.code == 0
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "tags per page (default: 50; an integer >= 1)" in help_text
+
+
+@pytest.mark.parametrize("argv, option, expected", [
+    (["train", "--epochs", "0"], "--epochs", "an integer >= 1"),
+    (["train", "--width", "0"], "--width", "a number in (0, 4]"),
+    (["train", "--batch-size", "-3"], "--batch-size", "an integer >= 1"),
+    (["prep-audio", "--manifest", "m", "--out", "o", "--max-seconds", "-1"], "--max-seconds", "a number > 0"),
+    (["evaluate", "--checkpoint", "c", "--out", "o", "--batch-tracks", "0"], "--batch-tracks", "an integer >= 1"),
+    (["predict", "x.wav", "--checkpoint", "c", "--batch-files", "0"], "--batch-files", "an integer >= 1"),
+    (["categorize", "--tags", "t", "--out", "o", "--score-level", "1.5"], "--score-level", "a number in (0, 1)"),
+    (["categorize", "--tags", "t", "--out", "o", "--score-level", "-1"], "--score-level", "a number in (0, 1)"),
+    (["categorize", "--tags", "t", "--out", "o", "--score-level", "nan"], "--score-level", "a number in (0, 1)"),
+    (["pipeline", "--score-level", "nan"], "--score-level", "a number in (0, 1)"),
+    (["embed", "--tags", "t", "--stage2", "s", "--out", "o", "--percentile", "0.7"], "--percentile", "(0, 0.5)"),
+    (["ingest", "in.txt", "--out", "o", "--max-len", "0"], "--max-len", "an integer >= 1"),
+    (["query", "rock", "--page", "0"], "--page", "an integer >= 1"),
+    (["demo-data", "--out", "o", "--n", "zero"], "--n", "an integer >= 1"),
+    (["labels", "--manifest", "m", "--out", "o", "--threshold", "0"], "--threshold", "a number in (0, 1]"),
+])
+def test_out_of_range_option_is_one_line_exit_2(argv, option, expected, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)   # nothing may be written, wherever the command would write
+    with pytest.raises(SystemExit) as e:
+        cli.main(argv)
+    assert e.value.code == errors.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and option in err and expected in err and argv[-1] in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_range_check_outside_argparse():
+    assert options.COUNT.check(3, "--epochs") == 3
+    for bad in (0, -1, 2.5, True, "3", float("nan")):
+        with pytest.raises(errors.UsageError, match="--epochs: expected an integer >= 1"):
+            options.COUNT.check(bad, "--epochs")
+    assert not options.SCORE_LEVEL.contains(float("inf")) and options.SCORE_LEVEL.contains(0.9)
+
+
+def test_version_and_unknown_command(capsys):
+    from tagfold import __version__
+    assert cli.main(["--version"]) == 0 and capsys.readouterr().out == f"tagfold {__version__}\n"
+    assert cli.main(["nope"]) == errors.EXIT_USAGE and "unknown command 'nope'" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- user errors
+
+def tagfold(*args, timeout=120):
+    return subprocess.run([sys.executable, "-m", "tagfold.cli", *map(str, args)], env=ENV, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def tag_run(tmp_path_factory):
+    """A small pipeline output folder (tags.parquet, stage2/3.parquet) made in-process."""
+    from tagfold.pipeline.tags.run import PipelineConfig, run_pipeline
+    from tagfold.pipeline.tags.embed import EmbedConfig
+
+    root = tmp_path_factory.mktemp("run")
+    src = root / "tags.txt"
+    src.write_text("rock\nhappy rock\nsad songs\nhappyy\n80s pop\nbritish rock\n", encoding="utf-8")
+    run_pipeline(root / "out", PipelineConfig(input=str(src), plots=False, embed=EmbedConfig(vectors="glove")))
+    return root
+
+
+def user_error_cases(root):
+    """(name, argv, exit code, text the one line must hold) for inputs a user gets wrong."""
+    out = root / "out"
+    (root / "not.parquet").write_text("hello")
+    (root / "folder.txt").mkdir(exist_ok=True)
+    return [
+        ("missing input", ["pipeline", "--input", root / "nope.txt", "--out", root / "o1"], 1, "nope.txt"),
+        ("folder as input", ["ingest", root / "folder.txt", "--out", root / "o2"], 1, "is a folder"),
+        ("not Parquet", ["categorize", "--tags", root / "not.parquet", "--out", root / "o3"], 1, "not a Parquet file"),
+        ("missing Parquet", ["embed", "--tags", root / "none.parquet", "--stage2", out / "stage2.parquet",
+                             "--out", root / "o4"], 1, "none.parquet: no such file"),
+        ("page out of range", ["query", "rock", "--out", out, "--page", "99"], 1, "out of range"),
+        ("unknown selected-tags file", ["collapse", "--tags", out / "tags.parquet", "--out", root / "o5",
+                                        "--selected", root / "no.csv"], 1, "no.csv"),
+        ("score without gold tags", ["score", out / "stage2.parquet"], 1, "none of the"),
+        ("not a checkpoint", ["evaluate", "--checkpoint", root / "not.parquet", "--out", root / "o6"], 1,
+         "not a tagfold checkpoint"),
+    ]
+
+
+def test_user_errors_are_one_line_without_traceback(tag_run):
+    for name, argv, code, text in user_error_cases(tag_run):
+        r = tagfold(*argv)
+        assert r.returncode == code, (name, r.stderr[-2000:])
+        assert "Traceback" not in r.stderr and text in r.stderr, (name, r.stderr[-2000:])
+        lines = [line for line in r.stderr.splitlines() if line.startswith("tagfold ")]
+        assert len(lines) == 1, (name, r.stderr)
+
+
+def test_closed_pipe_ends_quietly(tag_run):
+    r = subprocess.run(f"{sys.executable} -m tagfold.cli query rock --out {tag_run / 'out'} --page-size 1000 "
+                       f"| head -1; exit ${{PIPESTATUS[0]}}", shell=True, executable="/bin/bash", env=ENV,
+                       capture_output=True, text=True, timeout=120)
+    assert r.stdout.startswith("Stage II") and r.stderr == "", r.stderr
+    # the reader left after one line: exit 141 (as SIGPIPE), or 0 when the output fit in the pipe
+    assert r.returncode in (0, errors.EXIT_CLOSED_PIPE)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads and writes regardless of permissions")
+def test_unreadable_input_and_read_only_folder(tmp_path):
+    src = tmp_path / "tags.txt"
+    src.write_text("rock\n")
+    src.chmod(0)
+    r = tagfold("ingest", src, "--out", tmp_path / "o")
+    assert r.returncode == 1 and "Permission denied" in r.stderr and str(src) in r.stderr
+    assert "Traceback" not in r.stderr
+    src.chmod(0o644)
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    r = tagfold("ingest", src, "--out", ro)
+    assert r.returncode == 1 and "Permission denied" in r.stderr and str(ro) in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_full_disk_is_one_line_and_leaves_no_file(tmp_path, monkeypatch, capsys):
+    """Disk full while a Parquet output is written: path and cause in one line; the atomic write
+    leaves neither a partial output nor its temporary file."""
+    src = tmp_path / "tags.txt"
+    src.write_text("rock\npop\n")
+    out = tmp_path / "o"
+
+    def full(table, where, **kwargs):
+        with open(where, "wb") as f:
+            f.write(b"PAR1 half a file")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(where))
+
+    monkeypatch.setattr(pq, "write_table", full)
+    assert cli.main(["ingest", str(src), "--out", str(out)]) == errors.EXIT_FAILURE
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "No space left on device" in err and str(out) in err, err
+    assert not [p.name for p in out.iterdir() if p.suffix in (".parquet", ".tmp")]
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+def test_checkpoint_for_another_model_says_what_it_holds(tmp_path):
+    from tagfold.training import checkpoint as ckpt
+    from tagfold.training import models
+    from tagfold.training.evaluate import load_model
+
+    weights = models.build("wave", n_tags=3, width=0.125).state_dict()
+    config = {"model": "wave", "width": 0.25, "stage": 2, "input": "wave", "labels": "l.parquet"}
+    ckpt.save({"model": weights, "config": config, "tags": ["a", "b", "c"]}, tmp_path / "wide.pt")
+    with pytest.raises(ckpt.CheckpointError, match=r"wide\.pt: holds model 'wave' width 0.25 trained on 3 tags"):
+        load_model(tmp_path / "wide.pt")
+    ckpt.save({"config": config, "tags": ["a"]}, tmp_path / "bare.pt")
+    with pytest.raises(ckpt.CheckpointError, match=r"bare\.pt: .*expected"):
+        load_model(tmp_path / "bare.pt")
+    ckpt.save({"model": weights, "config": {"width": 1.0}, "tags": ["a"]}, tmp_path / "nomodel.pt")
+    with pytest.raises(ckpt.CheckpointError, match=r"nomodel\.pt: holds model None .*expected one of the models"):
+        load_model(tmp_path / "nomodel.pt")
+
+
+def test_library_user_errors_are_one_type():
+    """Errors the user can fix share one type (the CLI prints them as one line)."""
+    from tagfold.pipeline.io import OutputLocked
+    from tagfold.pipeline.tags.ingest import IngestError
+    from tagfold.training.checkpoint import CheckpointError
+
+    for cls in (OutputLocked, IngestError, CheckpointError):
+        assert issubclass(cls, errors.UserError)
+    assert OutputLocked("x").exit_code == errors.EXIT_LOCKED
