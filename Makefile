@@ -14,9 +14,9 @@ DATA ?=
 PYX := $(wildcard native/*.pyx)
 EXT_STAMP := $(VENV)/.ext-built
 
-.PHONY: install test pipeline train evaluate clean
+.PHONY: install test pipeline train evaluate checkpoints clean help
 
-install: $(VENV)/.deps $(VENV)/.editable $(EXT_STAMP)
+install: $(VENV)/.deps $(VENV)/.editable $(EXT_STAMP)  ## create .venv/ with the pinned requirements and tagfold (idempotent)
 
 $(VENV)/.deps: requirements.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -37,23 +37,34 @@ $(EXT_STAMP): $(VENV)/.editable $(PYX)
 	touch $@
 
 # The README's test command; CI runs exactly this.
-test: install
+test: install  ## the whole test suite; benchmarks run once as tests (what CI runs)
 	$(PY) -m pytest -q tests benchmarks --benchmark-disable $(PYTEST_ARGS)
 
-pipeline: install
+pipeline: install  ## the tag pipeline on the embedded default data -> OUT/tags
 	$(TAGFOLD) pipeline --out $(OUT)/tags
 
 # With no DATA, `tagfold train` builds the embedded demo dataset under $(OUT)/demo first.
-train: install
+train: install  ## train STAGE (1|2|3) on INPUT (wave|mel), DATA=dir or the demo -> OUT/train/stageSTAGE-INPUT
 	TAGFOLD_OUT=$(OUT) $(TAGFOLD) train --stage $(STAGE) --input $(INPUT) $(if $(DATA),--data $(DATA)) \
 	  --out $(OUT)/train/stage$(STAGE)-$(INPUT) $(TRAIN_ARGS)
 
-evaluate: install
-	TAGFOLD_OUT=$(OUT) $(TAGFOLD) evaluate --checkpoint $(wildcard $(OUT)/train/stage*-$(INPUT)/best.pt) \
-	  --out $(OUT)/eval-$(INPUT) $(EVAL_ARGS)
+# Every stage trained on INPUT, evaluated together (the same folder as make docker-eval's).
+CHECKPOINTS = $(wildcard $(OUT)/train/stage*-$(INPUT)/best.pt)
+EVAL_OUT = $(OUT)/eval-$(INPUT)
 
-clean:
+evaluate: checkpoints install  ## evaluate every stage trained on INPUT -> OUT/eval-INPUT
+	TAGFOLD_OUT=$(OUT) $(TAGFOLD) evaluate --checkpoint $(CHECKPOINTS) --out $(EVAL_OUT) $(EVAL_ARGS)
+
+clean:  ## remove build files, compiled kernels and OUT
 	rm -rf build native/_*.c native/*.so $(OUT)
+
+# Checked before anything is installed or run.
+checkpoints:
+	@test -n "$(CHECKPOINTS)" || { echo "make: no checkpoint under $(OUT)/train/stage*-$(INPUT)/; run make train STAGE=$(STAGE) INPUT=$(INPUT) first" >&2; exit 2; }
+
+help:  ## list these targets
+	@echo "make TARGET [STAGE=2] [INPUT=wave] [OUT=out] [DATA=dir]   (tagfold --help lists the commands)"
+	@grep -hE '^[a-z][a-z-]*:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## (.*)/  \1\t\2/' | expand -t 20
 
 # Container and benchmark-guard targets (kept beside the files they drive).
 include docker/docker.mk

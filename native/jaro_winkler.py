@@ -10,7 +10,7 @@ give identical results; `impl` / $TAGFOLD_IMPL picks one (see dispatch.py).
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -103,7 +103,7 @@ def _chunks(n: int, chunk_size: int | None):
     return [(lo, min(lo + step, n)) for lo in range(0, n, max(step, 1))]
 
 
-def _native(kind: str, queries, vocab, score_cutoff, prefix_weight, threads, chunk_size):
+def _native(kind: str, queries, vocab, score_cutoff, prefix_weight, threads, chunk_size, on_chunk=None):
     from tagfold.native import _jaro
 
     kernel = _jaro.best_match if kind == "best" else _jaro.all_matches
@@ -115,10 +115,12 @@ def _native(kind: str, queries, vocab, score_cutoff, prefix_weight, threads, chu
         if kind == "all":
             out = (out[0] + lo, out[1], out[2])
         parts.append(out)
+        if on_chunk is not None:
+            on_chunk(hi - lo)
     return parts
 
 
-def _ref_scores(queries, vocab, score_cutoff, prefix_weight, threads, chunk_size):
+def _ref_scores(queries, vocab, score_cutoff, prefix_weight, threads, chunk_size, on_chunk=None):
     """Yield (first query index, float64 score matrix) per chunk, from rapidfuzz cdist."""
     from rapidfuzz import process
     from rapidfuzz.distance import JaroWinkler
@@ -128,18 +130,41 @@ def _ref_scores(queries, vocab, score_cutoff, prefix_weight, threads, chunk_size
             queries[lo:hi], vocab, scorer=JaroWinkler.similarity, score_cutoff=score_cutoff,
             scorer_kwargs={"prefix_weight": prefix_weight}, dtype=np.float64, workers=threads,
         )
+        if on_chunk is not None:
+            on_chunk(hi - lo)
+
+
+def _strict_floor(score_cutoff: float) -> float:
+    """The largest float32 at or below `score_cutoff`: as a (float32-rounded) kernel cutoff it
+    loses no score above `score_cutoff`, whichever way float32 rounding went."""
+    floor = np.float32(score_cutoff)
+    if floor > score_cutoff:
+        floor = np.nextafter(floor, np.float32(-1))
+    return float(floor)
 
 
 def best_match(queries: Sequence[str], vocab: Sequence[str], score_cutoff: float = 0.0, *,
                prefix_weight: float = 0.1, threads: int | None = None, impl: str | None = None,
-               chunk_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+               chunk_size: int | None = None, strict: bool = False,
+               on_chunk: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Best vocabulary entry per query: (idx int32[n], score float64[n]).
 
     idx is the lowest index among the highest-scoring entries with score >= score_cutoff
     (rapidfuzz `process.extractOne` over a list), -1 with score 0.0 when none reaches it.
+    strict: keep only scores strictly above score_cutoff, compared exactly (the thesis's
+    `> score_level`), instead of rapidfuzz's `>= float32(cutoff)`.
     chunk_size: queries per kernel call (default 65,536 native, 2,048 reference); bounds memory
-    and Ctrl-C latency, never changes the result. threads: None = every core this process may use.
+    and Ctrl-C latency, never changes the result. on_chunk(n) is called after each chunk with
+    the number of queries it held (a progress bar's update). threads: None = every core this
+    process may use.
     """
+    if strict:
+        idx, score = best_match(queries, vocab, _strict_floor(score_cutoff), prefix_weight=prefix_weight,
+                                threads=threads, impl=impl, chunk_size=chunk_size, on_chunk=on_chunk)
+        # the best entry above the cutoff is the best entry overall, when that one is above it
+        miss = score <= score_cutoff
+        idx[miss], score[miss] = -1, 0.0
+        return idx, score
     queries, vocab = list(queries), list(vocab)
     threads = _check(score_cutoff, prefix_weight, threads)
     _require_str(queries, "queries")
@@ -149,11 +174,11 @@ def best_match(queries: Sequence[str], vocab: Sequence[str], score_cutoff: float
     if n == 0 or not vocab:
         return np.full(n, -1, dtype=np.int32), np.zeros(n, dtype=np.float64)
     if native:
-        parts = _native("best", queries, vocab, score_cutoff, prefix_weight, threads, chunk_size)
+        parts = _native("best", queries, vocab, score_cutoff, prefix_weight, threads, chunk_size, on_chunk)
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
     idx = np.full(n, -1, dtype=np.int32)
     score = np.zeros(n, dtype=np.float64)
-    for lo, scores in _ref_scores(queries, vocab, score_cutoff, prefix_weight, threads, chunk_size):
+    for lo, scores in _ref_scores(queries, vocab, score_cutoff, prefix_weight, threads, chunk_size, on_chunk):
         best = scores.argmax(axis=1)  # first maximum = lowest vocabulary index
         best_score = scores[np.arange(len(best)), best]
         hit = best_score >= _effective_cutoff(score_cutoff)

@@ -58,7 +58,7 @@ def test_docker_train_renders_tagfold_train_with_stage_input_and_mounts(tmp_path
                    "NVIDIA_SMI=/nonexistent/nvidia-smi")
     args = docker_argv(lines, "run")
     assert args[:3] == ["docker", "run", "--rm"]
-    command = after_image(args, "tagfold:cuda")
+    command = after_image(args, "tagfold:cpu")   # no NVIDIA driver: the CPU image
     assert command[:5] == ["train", "--stage", "2", "--input", "wave"]
     assert command[5:7] == ["--out", "/out/train/stage2-wave"]
     assert f"{PROJECT_ROOT}/out:/out" in mounts(args)
@@ -70,7 +70,8 @@ def test_docker_train_renders_tagfold_train_with_stage_input_and_mounts(tmp_path
 
 
 def test_stage_and_input_are_passed_through(tmp_path):
-    args = docker_argv(make_n(tmp_path, "docker-train", "STAGE=3", "INPUT=mel", "TRAIN_ARGS=--epochs 5"), "run")
+    args = docker_argv(make_n(tmp_path, "docker-train", "STAGE=3", "INPUT=mel", "TRAIN_ARGS=--epochs 5",
+                              "TARGET=cuda"), "run")
     command = after_image(args, "tagfold:cuda")
     assert command[:5] == ["train", "--stage", "3", "--input", "mel"]
     assert command[-2:] == ["--epochs", "5"]
@@ -84,6 +85,18 @@ def test_gpus_are_passed_only_when_nvidia_smi_exists(tmp_path):
     without = docker_argv(make_n(tmp_path, "docker-train", "NVIDIA_SMI=/nonexistent/nvidia-smi"), "run")
     assert with_gpu[with_gpu.index("--gpus") + 1] == "all"
     assert "--gpus" not in without
+    # one TARGET, defaulting by the host, names the image for build and run alike
+    assert "tagfold:cuda" in with_gpu and "tagfold:cpu" in without
+    built = docker_argv(make_n(tmp_path, "docker-build", "NVIDIA_SMI=/nonexistent/nvidia-smi"), "build")
+    assert built[built.index("-t") + 1] == "tagfold:cpu"
+
+
+def test_engine_and_image_are_checked_before_running(tmp_path):
+    lines = make_n(tmp_path, "docker-train", "TARGET=cpu")
+    run = next(i for i, line in enumerate(lines) if line.startswith("docker run"))
+    checks = " ".join(lines[:run])
+    assert "docker info" in checks and "make container-test" in checks
+    assert "docker image inspect tagfold:cpu" in checks and "make docker-build TARGET=cpu" in checks
 
 
 def test_missing_data_folder_is_not_mounted(tmp_path):
@@ -103,8 +116,15 @@ def test_docker_build_picks_base_by_target(tmp_path, target, base):
 
 
 def test_docker_eval_bench_shell(tmp_path):
-    evaluate = after_image(docker_argv(make_n(tmp_path, "docker-eval", "STAGE=1", "INPUT=mel"), "run"), "tagfold:cuda")
-    assert evaluate[:5] == ["evaluate", "--checkpoint", "/out/train/stage1-mel/best.pt", "--out", "/out/eval/stage1-mel"]
+    out = tmp_path / "out"
+    for stage in (1, 2):
+        (out / "train" / f"stage{stage}-mel").mkdir(parents=True)
+        (out / "train" / f"stage{stage}-mel" / "best.pt").write_bytes(b"")
+    evaluate = after_image(docker_argv(make_n(tmp_path, "docker-eval", "INPUT=mel", f"OUT={out}", "TARGET=cuda"),
+                                       "run"), "tagfold:cuda")
+    # the checkpoints and output folder of `make evaluate`, as the image sees them
+    assert evaluate == ["evaluate", "--checkpoint", "/out/train/stage1-mel/best.pt", "/out/train/stage2-mel/best.pt",
+                        "--out", "/out/eval-mel"]
 
     bench_args = docker_argv(make_n(tmp_path, "docker-bench", "TARGET=cpu"), "run")
     bench = after_image(bench_args, "tagfold:cpu")
@@ -114,7 +134,7 @@ def test_docker_eval_bench_shell(tmp_path):
     # make's abspath keeps symbolic links, so compare without resolving them
     assert f"{os.path.abspath(PROJECT_ROOT.parent / 'shared' / 'data')}:/shared:ro" in mounts(bench_args)
 
-    shell_args = docker_argv(make_n(tmp_path, "docker-shell"), "run")
+    shell_args = docker_argv(make_n(tmp_path, "docker-shell", "TARGET=cuda"), "run")
     assert "-it" in shell_args and after_image(shell_args, "tagfold:cuda") == ["shell"]
 
 

@@ -242,3 +242,48 @@ def test_dispatch_choices(monkeypatch):
     monkeypatch.setenv("TAGFOLD_IMPL", "gpu")
     with pytest.raises(ValueError, match=r"\$TAGFOLD_IMPL='gpu'.*native, ref, auto"):
         dispatch.resolve_impl()
+
+
+# ----------------------------------------------------------------------------- strict cutoff, chunk progress
+
+@pytest.mark.parametrize("impl", ["native", "ref"])
+@pytest.mark.parametrize("cutoff", [0.85, 0.9, 0.9 - 1e-9, 0.7])
+def test_strict_cutoff_keeps_only_scores_above_it(tag_job, impl, cutoff):
+    """strict=True is the thesis's `score > cutoff`, exact, whatever float32 rounding does."""
+    queries, vocab = tag_job
+    queries = queries[:3000]
+    idx, score = best_match(queries, vocab, cutoff, strict=True, impl=impl)
+    assert np.all(score[idx >= 0] > cutoff) and np.all(score[idx < 0] == 0.0)
+    # against the scores without a cutoff: rapidfuzz's last bit of a score depends on the cutoff
+    # it was given, so the two may disagree only on a score within rounding of the cutoff
+    best, best_score = best_match(queries, vocab, 0.0, impl=impl)
+    above = best_score > cutoff
+    assert above.any() and not above.all()
+    agree = (idx == np.where(above, best, -1))
+    assert np.all(np.abs(best_score[~agree] - cutoff) < 1e-12), best_score[~agree]
+    assert np.array_equal(score[agree & above], best_score[agree & above])
+    # ... and those scores are rapidfuzz's within rounding
+    assert np.allclose(best_score, cdist(queries, vocab, 0.0).max(axis=1), atol=1e-12)
+
+
+def test_strict_cutoff_on_a_score_exactly_at_it():
+    # 'abcdefghij' vs 'abcdefghiz': a score s; strict at s rejects it, at the next float below keeps it
+    s = similarity("abcdefghij", "abcdefghiz")
+    assert best_match(["abcdefghij"], ["abcdefghiz"], s, strict=True)[0][0] == -1
+    assert best_match(["abcdefghij"], ["abcdefghiz"], math.nextafter(s, 0), strict=True)[0][0] == 0
+    for bad in (1.5, -1.0, float("nan")):
+        with pytest.raises(ValueError):
+            best_match(["a"], ["a"], bad, strict=True)
+
+
+@pytest.mark.parametrize("impl", ["native", "ref"])
+@pytest.mark.parametrize("strict", [False, True])
+def test_on_chunk_reports_every_query_once(impl, strict):
+    queries = [f"tag{i}" for i in range(1001)] + ["", "ünïcödé", "x" * 500]
+    done = []
+    got = best_match(queries, ["tag1", "tag22", "ünicode"], 0.8, impl=impl, chunk_size=97, strict=strict,
+                     on_chunk=done.append)
+    assert sum(done) == len(queries) and max(done) == 97
+    whole = best_match(queries, ["tag1", "tag22", "ünicode"], 0.8, impl=impl, strict=strict)
+    assert all(np.array_equal(a, b) for a, b in zip(got, whole))
+    assert best_match([], ["a"], 0.5, strict=strict, on_chunk=done.append)[0].size == 0

@@ -22,7 +22,6 @@ matching. score is the Jaro-Winkler score for step 4, 1.0 for steps 1-3, 0.0 for
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -291,22 +290,13 @@ def categorize(tags: Sequence[str], config: CategorizeConfig = CategorizeConfig(
         inverse = pc.index_in(left_low, value_set=uniq).to_numpy()
         queries = uniq.to_pylist()
         jw_vocab = list(entries.text[:jw_vocab_n])  # junk entries come last in precedence order
-        # The kernel compares scores with float32(cutoff) (rapidfuzz semantics), which can round
-        # above score_level; a float32 at or below it loses no candidate, and the strict test
-        # against score_level itself follows.
-        cutoff = np.float32(config.score_level)
-        if cutoff > config.score_level:
-            cutoff = np.nextafter(cutoff, np.float32(-1))
-        cutoff = float(cutoff)
-        best = np.full(len(queries), -1, dtype=np.int32)
-        best_score = np.zeros(len(queries), dtype=np.float64)
         from tqdm import tqdm
-        for lo in tqdm(range(0, len(queries), JW_CHUNK), desc="Stage I jaro-winkler", unit="chunk",
-                       file=sys.stderr, disable=not progress or len(queries) <= JW_CHUNK):
-            idx, sc = best_match(queries[lo:lo + JW_CHUNK], jw_vocab, cutoff)
-            best[lo:lo + JW_CHUNK], best_score[lo:lo + JW_CHUNK] = idx, sc
-        ok = (best >= 0) & (best_score > config.score_level)  # thesis: strictly above score_level
-        hit = ok[inverse]
+        with tqdm(total=len(queries), desc="Stage I jaro-winkler", unit="tag", file=sys.stderr,
+                  disable=not progress or len(queries) <= JW_CHUNK) as bar:
+            # thesis: strictly above score_level
+            best, best_score = best_match(queries, jw_vocab, config.score_level, strict=True,
+                                          chunk_size=JW_CHUNK, on_chunk=bar.update)
+        hit = (best >= 0)[inverse]
         settle(left[hit], best[inverse][hit].astype(np.int64), "jaro_winkler", best_score[inverse][hit])
 
     matched_text = np.asarray(entries.text + (None,), dtype=object)[np.where(matched >= 0, matched, len(entries.text))]
@@ -465,28 +455,22 @@ def plot_shares(table: pa.Table, path: str | Path, title: str = "") -> Path:
 def main(argv: list[str]) -> int:
     import time
 
-    import pyarrow.parquet as pq
+    from tagfold.pipeline.io import output_lock, read_input_table, write_parquet
+    from tagfold.pipeline.options import parser
+    from tagfold.pipeline.tags.options import add_stage1
 
-    from tagfold.pipeline.io import output_lock, write_parquet
-
-    p = argparse.ArgumentParser(prog="tagfold categorize", description=__doc__.split("\n")[0])
+    p = parser("tagfold categorize", __doc__.split("\n")[0])
     p.add_argument("--tags", required=True, help="tags.parquet from `tagfold ingest`")
     p.add_argument("--out", required=True, help="output directory (categories.parquet, categories.png)")
-    p.add_argument("--score-level", type=float, default=0.9,
-                   help="Jaro-Winkler typo correction accepts scores strictly above this (default 0.9)")
-    p.add_argument("--containment", choices=CONTAINMENT, default="word",
-                   help="word: whole-word containment (default); substring: the thesis's raw substring")
+    add_stage1(p)
     p.add_argument("--vocab-dir", default=None,
                    help="directory whose genres.txt / emotions.txt / descriptive.txt / junk.txt replace the package's")
     args = p.parse_args(argv)
     config = CategorizeConfig(args.score_level, args.containment, args.vocab_dir)
-    try:
-        vocab = load_vocabularies(config.vocab_dir)
-        tags_table = pq.read_table(args.tags, columns=["tag_id", "tag"])
-    except (FileNotFoundError, ValueError, OSError) as e:
-        print(f"tagfold categorize: {e}", file=sys.stderr)
-        return 1
-    print(f"config: {config}")
+    vocab = load_vocabularies(config.vocab_dir)
+    tags_table = read_input_table(args.tags, columns=["tag_id", "tag"])
+    print(f"Stage I: score level {config.score_level}, {config.containment} containment, "
+          f"vocabularies from {config.vocab_dir or 'the package'}", file=sys.stderr)
     with output_lock(args.out):
         t0 = time.perf_counter()
         table = categorize(tags_table["tag"].to_pylist(), config, vocab=vocab, progress=True)

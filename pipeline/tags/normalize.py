@@ -136,32 +136,11 @@ def osa_distance(a: str, b: str) -> int:
 
 
 def best_matches(queries: Sequence[str], vocab: Sequence[str], score_cutoff: float):
-    """Best Jaro-Winkler vocabulary match per query: (index array, -1 for none; score array).
+    """Best Jaro-Winkler vocabulary match per query: (index array, -1 for none; score array),
+    from the one Jaro-Winkler entry point (tagfold.native.jaro_winkler, native or reference)."""
+    from tagfold.native.jaro_winkler import best_match
 
-    Uses the native bulk kernel; rapidfuzz's cdist (the kernel's reference) when the kernel
-    module is not built in this checkout.
-    """
-    import numpy as np
-
-    if not queries or not vocab:
-        return np.full(len(queries), -1, np.int32), np.zeros(len(queries))
-    try:
-        from tagfold.native.jaro_winkler import best_match
-    except ImportError:
-        best_match = None
-    if best_match is not None:
-        idx, score = best_match(list(queries), list(vocab), score_cutoff)
-        return np.asarray(idx, np.int32), np.asarray(score, float)
-    from rapidfuzz.distance import JaroWinkler
-    from rapidfuzz.process import cdist
-
-    scores = cdist(list(queries), list(vocab), scorer=JaroWinkler.normalized_similarity,
-                   score_cutoff=score_cutoff, dtype=np.float32, workers=-1)
-    idx = scores.argmax(axis=1).astype(np.int32)
-    best = scores[np.arange(len(queries)), idx].astype(float)
-    idx[best < score_cutoff] = -1
-    idx[best == 0] = -1
-    return idx, best
+    return best_match(list(queries), list(vocab), score_cutoff)
 
 
 class Segmenter:
@@ -184,31 +163,14 @@ class Segmenter:
         self.max_word_len = max_word_len
 
     def segment(self, token: str) -> list[str]:
-        """Words of `token` in order; characters not covered by any word are left out."""
-        n = len(token)
-        best = [0.0] + [math.inf] * n
-        back: list[tuple[int, bool]] = [(0, False)] * (n + 1)
-        cost, prefixes, skip = self.cost, self.prefixes, self.unknown_char_cost
-        for start in range(n):
-            here = best[start]
-            if here == math.inf:
-                continue
-            # one uncovered character
-            if here + skip < best[start + 1]:
-                best[start + 1], back[start + 1] = here + skip, (start, False)
-            # Walk forward only while the piece is still the prefix of some word.
-            for end in range(start + 1, min(n, start + self.max_word_len) + 1):
-                piece = token[start:end]
-                if piece not in prefixes:
-                    break
-                w = cost.get(piece)
-                if w is not None and here + w < best[end]:
-                    best[end], back[end] = here + w, (start, True)
-        words: list[str] = []
-        end = n
-        while end > 0:
-            start, is_word = back[end]
-            if is_word:
-                words.append(token[start:end])
-            end = start
-        return words[::-1]
+        """Words of `token` in order; characters not covered by any word are left out
+        (the plain reference, tagfold.native.stage2.segment_ref)."""
+        from tagfold.native.stage2 import segment_ref
+
+        return segment_ref(token, self.cost, self.prefixes, self.unknown_char_cost, self.max_word_len)
+
+    def compiled(self, impl: str | None = None):
+        """segment() by the implementation `impl` / $TAGFOLD_IMPL picks (native: Cython)."""
+        from tagfold.native.stage2 import segmenter
+
+        return segmenter(self.cost, self.prefixes, self.unknown_char_cost, self.max_word_len, impl)
