@@ -7,8 +7,9 @@
 
 `--data DIR` holds `prep/` (the audio-prep output that training.loaders reads) and
 `labels/labels_stage{1,2,3}.parquet` (from `tagfold labels`); `--prep` / `--labels` override.
-Without `--data` the demo is built first (demo-data -> tag pipeline -> labels -> prep-audio),
-each step skipped when its output already exists.
+Without `--data` the demo under $TAGFOLD_OUT/demo is used; the `tagfold train` command
+(tagfold.orchestrate.train_main) builds it first (demo-data -> tag pipeline -> labels ->
+prep-audio), each step skipped when its output already exists.
 
 The loop in `fit` reads top to bottom. Every CPU<->GPU synchronisation is marked `SYNC`.
 """
@@ -33,6 +34,10 @@ from tagfold.training import checkpoint as ckpt
 from tagfold.training import models
 
 SCHEDULES = ("constant", "cosine", "step")
+
+
+class NonFiniteLoss(ValueError):
+    """The training loss became NaN or Inf: the run stops before saving that epoch."""
 
 
 @dataclass(frozen=True)
@@ -310,6 +315,8 @@ def fit(cfg: TrainConfig, loader_factory: LoaderFactory | None = None, *, quiet:
                                  rank=rank, world=world)
         loss_sum = torch.zeros((), device=device)
         n_seen, ys, ps = 0, [], []
+        # first step whose loss is NaN/Inf, kept on the device: checking it every step would be a sync
+        first_bad = torch.full((), -1, dtype=torch.long, device=device)
         bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=quiet or rank != 0,
                    file=sys.stderr, leave=False)
         step = 0
@@ -318,6 +325,7 @@ def fit(cfg: TrainConfig, loader_factory: LoaderFactory | None = None, *, quiet:
             with autocast():
                 logits = net(x).float()
             loss = F.binary_cross_entropy_with_logits(logits, y)
+            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)
             opt.zero_grad(set_to_none=True)
             loss.backward()          # under DDP: gradient all-reduce (mean over ranks) here
             if cfg.grad_clip > 0:
@@ -341,6 +349,10 @@ def fit(cfg: TrainConfig, loader_factory: LoaderFactory | None = None, *, quiet:
             raise RuntimeError(f"epoch {epoch + 1}: the training loader yielded no batches "
                                f"(labels {cfg.labels}, split 'train')")
         # SYNC: epoch-end device->host copies of the training loss and predictions.
+        if first_bad.item() >= 0:
+            # raised before this epoch's checkpoint is written: the last good one stays the newest
+            raise NonFiniteLoss(f"{out}: loss became NaN/Inf at epoch {epoch + 1}, step {first_bad.item() + 1}; "
+                                f"stopped, last good checkpoint kept ({ckpt.epoch_path(out, epoch) if epoch else 'none'})")
         train_loss = loss_sum.item() / n_seen
         train_roc, train_pr = _epoch_metrics(torch.cat(ys).cpu().numpy().astype(np.uint8),
                                              torch.cat(ps).float().cpu().numpy(), tags)
@@ -377,40 +389,7 @@ def fit(cfg: TrainConfig, loader_factory: LoaderFactory | None = None, *, quiet:
     return FitResult(out, model, history)
 
 
-# ----------------------------------------------------------------------------- demo + CLI
-
-def build_demo(root: Path) -> Path:
-    """demo-data -> tag pipeline -> labels -> prep-audio under `root`, skipping finished steps."""
-    from tagfold import cli
-
-    def run(name: str, args: list[str]) -> None:
-        module = cli.COMMANDS[name][0]
-        try:
-            __import__(module)
-        except ImportError as e:
-            raise SystemExit(f"tagfold train: no --data given and the demo needs `tagfold {name}` "
-                             f"({module}), which is not available: {e}. Pass --data DIR instead.")
-        print(f"demo: tagfold {name} {' '.join(args)}", file=sys.stderr)
-        if cli.main([name, *args]) != 0:
-            raise SystemExit(f"tagfold train: demo step `tagfold {name}` failed")
-
-    demo, tags, labels, prep = root / "demo-data", root / "tags", root / "labels", root / "prep"
-    if not (demo / "manifest.parquet").exists():
-        run("demo-data", ["--out", str(demo)])
-    csvs = sorted(p for p in demo.glob("*.csv"))
-    if not csvs:
-        raise SystemExit(f"tagfold train: {demo}: demo-data wrote no tag CSV")
-    if not (tags / "stage3.parquet").exists():
-        run("pipeline", ["--input", str(csvs[0]), "--format", "csv", "--out", str(tags)])
-    if not (labels / "labels_stage3.parquet").exists():
-        run("labels", ["--manifest", str(demo / "manifest.parquet"), "--track-tags", str(tags / "track_tags.parquet"),
-                       "--tags", str(tags / "tags.parquet"), "--stage2", str(tags / "stage2.parquet"),
-                       "--stage3", str(tags / "stage3.parquet"), "--out", str(labels)])
-    # Always run prep: it resumes, and redoes nothing once every group is done. Testing for prep/
-    # would take a run killed midway for a finished one and train on part of the clips.
-    run("prep-audio", ["--manifest", str(demo / "manifest.parquet"), "--out", str(prep)])
-    return root
-
+# ----------------------------------------------------------------------------- CLI
 
 def parse_args(argv: list[str]) -> TrainConfig:
     p = argparse.ArgumentParser(prog="tagfold train", description=__doc__.split("\n\n")[0])
@@ -449,10 +428,9 @@ def parse_args(argv: list[str]) -> TrainConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Without --data the demo under $TAGFOLD_OUT/demo is used; `tagfold train` (tagfold.orchestrate)
+    # builds it first. Training itself never builds data: that layer sits above it.
     cfg = parse_args(sys.argv[1:] if argv is None else argv)
-    if not cfg.data and not cfg.labels:
-        from tagfold.pipeline.paths import DEFAULT_OUT
-        build_demo(DEFAULT_OUT / "demo")
     from tagfold.pipeline.io import OutputLocked, output_lock
     rank, _ = _distributed()
     try:

@@ -9,6 +9,10 @@ synthesised from it:
              each emotion's valence/arousal (VALENCE_AROUSAL): 'sad' is minor and slow, 'energetic' fast
 - decade  -> band limits (60s: 250-3.5 kHz ... 2000s: full band) and noise colour/level (hiss)
 - descriptive -> small offsets (acoustic: no distortion; party: denser drums; ...)
+Raw tags: each latent tag is typed exactly, as a Last.fm-style variant (typo, join, decade form,
+phrase, ...) or, at tagnoise.MEANING_RATE (10%), as a word that names it by meaning only
+('cheerful' for happy, 'ledsen' for sad; pipeline/data/demo/meaning_words.tsv), so Stage III has
+work: spelling rules cannot reach those.
 Every tag's offsets come from a seeded hash of the tag, so any tag list works, and the same seed
 always gives the same files. Outputs in --out: audio/<id>.flac (16 kHz), manifest.parquet,
 tags.csv (track_id,tags with ';'-joined raw user tags, what `tagfold ingest --format csv` reads),
@@ -156,7 +160,8 @@ def _make_clip(args):
     dest = Path(cfg.out) / "audio" / f"{tid}.flac"
     with atomic_path(dest) as tmp:
         sf.write(str(tmp), x, SR, format="FLAC", subtype="PCM_16")
-    raw = tagnoise.noisy_user_tags(latent, np.random.default_rng((cfg.seed, i, 1)))
+    raw = tagnoise.noisy_user_tags(latent, np.random.default_rng((cfg.seed, i, 1)),
+                                   p_meaning=tagnoise.MEANING_RATE, n_unrelated=tagnoise.UNRELATED_PER_TRACK)
     return tid, latent, list(raw), len(x)
 
 

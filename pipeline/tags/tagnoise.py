@@ -28,6 +28,10 @@ Kinds (each always returns a string different from the input tag):
   known word gets a language/country qualifier ('rock' -> 'rock español', 'deutsch rock').
 - ``junk``: a personal or meaningless tag unrelated to the input ('my favorites 2009',
   'zzzz', 'seen live', 'check out', 'albums i own').
+
+Apart from these kinds, `meaning_variant` gives a tag that names a selected tag by meaning only
+('cheerful' -> happy, 'ledsen' -> sad, 'grunge era' -> 90s), from hand-written lists kept apart
+from the Stage II rule tables (pipeline/data/demo/); the demo types one at `MEANING_RATE`.
 """
 from __future__ import annotations
 
@@ -273,23 +277,79 @@ def variant(tag: str, rng: np.random.Generator, kind: str | None = None,
     return apply_kind(tag, kind, draws[:N_DRAWS], partners)
 
 
+# Share of a true tag's mentions typed as a word that carries it only by meaning (meaning_words).
+MEANING_RATE = 0.10
+# Real-looking tags without a target added per demo track (uniform, inclusive). With MEANING_RATE
+# they set how many of the raw tags that spelling rules leave unmapped carry a tag by meaning: about
+# 1 in 10 on the demo (README), as on real tags: 21 of the 211 certain rows of
+# ../shared/data/lastfm/gold_stage3_dev.tsv (tags spelling rules tend not to map) carry a target.
+UNRELATED_PER_TRACK = (0, 4)
+
+
+def meaning_words() -> dict[str, tuple[str, ...]]:
+    """selected tag -> raw tags naming it by meaning only (package data demo/meaning_words.tsv,
+    written for the demo independently of the Stage II rule tables; see its README)."""
+    from importlib import resources
+    text = resources.files("tagfold.pipeline").joinpath("data/demo/meaning_words.tsv").read_text("utf-8")
+    out: dict[str, tuple[str, ...]] = {}
+    for line in text.splitlines():
+        if line.strip() and not line.startswith("#"):
+            tag, words = line.split("\t")
+            out[tag] = tuple(w.strip() for w in words.split(";") if w.strip())
+    return out
+
+
+_MEANING: dict[str, tuple[str, ...]] | None = None
+_UNRELATED: tuple[str, ...] | None = None
+
+
+def unrelated_tag(rng: np.random.Generator) -> str:
+    """A real-looking raw tag that names no selected tag ('piano', 'night drive', 'bob dylan';
+    package data demo/unrelated_tags.txt)."""
+    global _UNRELATED
+    if _UNRELATED is None:
+        from importlib import resources
+        text = resources.files("tagfold.pipeline").joinpath("data/demo/unrelated_tags.txt").read_text("utf-8")
+        _UNRELATED = tuple(t.strip() for t in text.splitlines() if t.strip() and not t.startswith("#"))
+    return _pick(_UNRELATED, float(rng.random()))
+
+
+def meaning_variant(tag: str, rng: np.random.Generator) -> str | None:
+    """A raw tag that names `tag` by meaning only, or None when the lists have none for it."""
+    global _MEANING
+    if _MEANING is None:
+        _MEANING = meaning_words()
+    words = _MEANING.get(tag)
+    return _pick(words, float(rng.random())) if words else None
+
+
 def noisy_user_tags(latent: Sequence[str], rng: np.random.Generator, *, p_exact: float = 0.4,
-                    n_junk: tuple[int, int] = (0, 2)) -> list[str]:
+                    n_junk: tuple[int, int] = (0, 2), p_meaning: float = 0.0,
+                    n_unrelated: tuple[int, int] = (0, 0)) -> list[str]:
     """What a few users would type for a track whose true tags are `latent`.
 
-    Each true tag is typed once: exactly with probability `p_exact`, else as a random
-    non-junk variant; with probability 0.3 a second user adds another variant of it. Then
-    between n_junk[0] and n_junk[1] (inclusive) junk tags. Duplicates are dropped keeping
-    first occurrence; the result is never empty (one junk tag when nothing else was typed).
+    Each true tag is typed once: with probability `p_meaning` as a word that carries it only
+    by meaning (`meaning_variant`, where the lists have one), else exactly with probability
+    `p_exact`, else as a random non-junk variant; with probability 0.3 a second user adds
+    another variant of it. Then between n_junk[0] and n_junk[1] (inclusive) junk tags and
+    between n_unrelated[0] and n_unrelated[1] real-looking tags that name no selected tag.
+    Duplicates are dropped keeping first occurrence; the result is never empty (one junk tag
+    when nothing else was typed). With p_meaning=0 and n_unrelated=(0, 0) no draw is spent on
+    them, so the output equals that of the generator before they existed.
     """
     if not 0.0 <= p_exact <= 1.0:
         raise ValueError(f"p_exact must be in [0, 1], got {p_exact}")
+    if not 0.0 <= p_meaning <= 1.0:
+        raise ValueError(f"p_meaning must be in [0, 1], got {p_meaning}")
     lo, hi = n_junk
     if not 0 <= lo <= hi:
         raise ValueError(f"n_junk must be (lo, hi) with 0 <= lo <= hi, got {n_junk}")
     typed: list[str] = []
     for tag in latent:
-        if rng.random() < p_exact:
+        meant = meaning_variant(tag, rng) if p_meaning and rng.random() < p_meaning else None
+        if meant is not None:
+            typed.append(meant)
+        elif rng.random() < p_exact:
             typed.append(tag)
         else:
             typed.append(variant(tag, rng))
@@ -299,4 +359,6 @@ def noisy_user_tags(latent: Sequence[str], rng: np.random.Generator, *, p_exact:
     if n == 0 and not typed:
         n = 1
     typed += [variant("junk", rng, "junk") for _ in range(n)]
+    if n_unrelated[1] > 0:
+        typed += [unrelated_tag(rng) for _ in range(int(rng.integers(n_unrelated[0], n_unrelated[1] + 1)))]
     return list(dict.fromkeys(typed))
