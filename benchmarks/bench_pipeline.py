@@ -277,8 +277,10 @@ def bench_pipeline_cli(benchmark, job, tmp_path, request, capsys):
     assert set(s3.column("source").to_pylist()) == {"stage2", "embedding"}
     ours_cuts = pq.read_table(ours_dir / "fits.parquet").column("cut").to_numpy()
     peer_cuts = pq.read_table(peer_dir / "fits.parquet").column("cut").to_numpy()
-    # same vectors, tokens and pooling: the fits differ only by float32 summation order
-    assert np.allclose(ours_cuts, peer_cuts, rtol=1e-3), np.c_[ours_cuts, peer_cuts]
+    # same vectors, tokens and pooling: the fits differ only by float32 summation order (measured:
+    # at most ~1e-7 relative; a wrong percentile, pooling or token rule moves them by far more)
+    cut_rel = float(np.max(np.abs(ours_cuts - peer_cuts) / np.abs(peer_cuts)))
+    assert len(ours_cuts) == len(peer_cuts) == 50 and cut_rel < 1e-6, np.c_[ours_cuts, peer_cuts]
 
     speedup = walls["peer"] / walls["tagfold"]
     ours_steps = " ".join(ln for ln in proc.stdout.splitlines() if ln.startswith("seconds:"))
@@ -297,6 +299,10 @@ def bench_pipeline_cli(benchmark, job, tmp_path, request, capsys):
         print(f"tagfold {ours_steps}")
         print("peer seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in peer_steps.items()))
         print(f"Stage I sample agreement: {SAMPLE - len(disagree)}/{SAMPLE}")
+        print(f"Stage II pairs: identical to the peer's, whose Stage II is tagfold's own rules in one "
+              f"process (rapidfuzz for Jaro-Winkler): this checks the native kernel and the workers, "
+              f"not the rules")
+        print(f"Stage III cuts: max relative difference to the peer's {cut_rel:.1e}")
     assert rss_gb < FLOORS["rss_gb"], f"peak RSS {rss_gb:.2f} GB (floor < {FLOORS['rss_gb']} GB)"
     if _speed_floors_apply(request.config):
         assert walls["tagfold"] <= FLOORS["wall_s"], f"wall {walls['tagfold']:.1f} s (floor <= {FLOORS['wall_s']} s)"
