@@ -27,6 +27,8 @@ extensions = [
         extra_compile_args=["-O3", *POPCNT, *OPENMP],
         extra_link_args=OPENMP,
     ),
+    # Stage II's segmentation and matching loops (no OpenMP: they run in forked workers)
+    Extension("tagfold.native._stage2", ["native/_stage2.pyx"], extra_compile_args=["-O3"]),
 ]
 
 setup(

@@ -6,6 +6,9 @@ the size and shape of Stage I's genre + mood vocabulary), cutoff 0.9 -- Stage I'
 L2 job: 522,366 x 50 float32 vectors (seeded normal: a kernel benchmark, so random is fine)
 against 50 targets, then the nearest target under per-target cuts -- Stage III's step.
 
+Stage II jobs: word segmentation of 10,000 real tags with their spaces removed (seeded sample)
+and the cached per-tag matching loop over the 58,702 real tags, with Stage II's real tables.
+
 Every benchmark asserts the native result equals the reference before timing it.
 `test_speed_table` times both sides with perf_counter and prints the ratios; it never asserts
 on speed. Run: .venv/bin/python -m pytest benchmarks/bench_native.py --benchmark-only -s
@@ -23,6 +26,7 @@ from tagfold.native.l2 import l2_distances, nearest_under_cut
 
 N_QUERIES, N_VOCAB, CUTOFF = 20_000, 2_000, 0.9
 N_VECTORS, N_TARGETS, DIM = 522_366, 50, 50
+N_SEGMENT = 10_000   # joined real tags segmented by Stage II's word segmentation
 
 
 @pytest.fixture(scope="module")
@@ -141,3 +145,79 @@ def test_speed_table(jw_job, jw_expected, l2_job, capsys):
             print(f"{name:26s} {seconds:8.3f} {n / seconds:12.3e}")
         print(f"JW native best_match is {rows[2][1] / rows[0][1]:.2f}x rapidfuzz cdist "
               f"(all_matches {rows[2][1] / rows[1][1]:.2f}x); L2 native is {rows[4][1] / rows[3][1]:.1f}x numpy")
+
+
+# ---------------------------------------------------------------- Stage II loops (native/_stage2.pyx)
+
+@pytest.fixture(scope="module")
+def stage2_job(real_tags):
+    """Stage II's real inputs for the 58,702 real tags: the segmentation tables and the pieces
+    Stage II segments (tokens of every tag with joined words added: 'harddancemusic'), and the
+    token lists, relevance and reduced readings the matching loop walks."""
+    from itertools import chain
+
+    from tagfold.pipeline.selected import load_selected
+    from tagfold.pipeline.tags import collapse as C, normalize as norm
+
+    rules = C._ruleset(load_selected(), C.CollapseConfig())
+    seg = rules.segmenter
+    tables = (seg.cost, seg.prefixes, seg.unknown_char_cost, seg.max_word_len)
+    token_lists = [norm.tokenize(t) for t in real_tags]
+    unique = set(chain.from_iterable(token_lists))
+    joined = sorted({t.replace(" ", "") for t in real_tags if rules.stem_re.search(t.replace(" ", ""))})
+    pieces = random.Random(2026).sample(joined, min(N_SEGMENT, len(joined)))
+    analysed = C._analyse_tokens(unique, rules)
+    relevant = {tok for tok, words in analysed.items() if any(w in rules.lexicon for w, _ in words)}
+    reduced = {tok: tuple(wr if wr[0] in rules.lexicon else ("", "") for wr in words)
+               for tok, words in analysed.items()}
+    return tables, pieces, (token_lists, relevant, reduced)
+
+
+def _segment_all(tables, pieces, impl):
+    from tagfold.native.stage2 import segmenter
+
+    seg = segmenter(*tables, impl=impl)
+    return [seg(p) for p in pieces]
+
+
+def _match_all(loop_job, impl):
+    from tagfold.native.stage2 import match_tags
+
+    token_lists, relevant, reduced = loop_job
+    return match_tags(token_lists, 0, len(token_lists), relevant, reduced, {}, lambda key: [len(key)], impl=impl)
+
+
+def bench_stage2_segment_native(benchmark, stage2_job):
+    tables, pieces, _ = stage2_job
+    assert _segment_all(tables, pieces, "native") == _segment_all(tables, pieces, "ref")
+    benchmark(_segment_all, tables, pieces, "native")
+
+
+def bench_stage2_segment_ref(benchmark, stage2_job):
+    tables, pieces, _ = stage2_job
+    benchmark(_segment_all, tables, pieces, "ref")
+
+
+def bench_stage2_match_loop_native(benchmark, stage2_job):
+    loop_job = stage2_job[2]
+    assert _match_all(loop_job, "native") == _match_all(loop_job, "ref")
+    benchmark(_match_all, loop_job, "native")
+
+
+def bench_stage2_match_loop_ref(benchmark, stage2_job):
+    benchmark(_match_all, stage2_job[2], "ref")
+
+
+def test_stage2_speed_table(stage2_job, capsys):
+    """Ratios of the Stage II loops against their plain references (printed, never asserted)."""
+    from ratios import record_ratio
+
+    tables, pieces, loop_job = stage2_job
+    rows = [("segmentation", best_of(3, _segment_all, tables, pieces, "native"),
+             best_of(3, _segment_all, tables, pieces, "ref"), f"{len(pieces):,} real tags, spaces removed"),
+            ("matching loop", best_of(3, _match_all, loop_job, "native"),
+             best_of(3, _match_all, loop_job, "ref"), f"{len(loop_job[0]):,} real tags")]
+    with capsys.disabled():
+        for name, ours, ref, what in rows:
+            record_ratio(f"Stage II {name}, {what} (native vs Python)", ours, ref)
+            print(f"\nStage II {name}, {what}: native {ours * 1e3:.0f} ms, Python {ref * 1e3:.0f} ms, {ref / ours:.1f}x")

@@ -5,6 +5,7 @@ import sqlite3
 import pyarrow.parquet as pq
 import pytest
 
+from tagfold import cli
 from tagfold.pipeline.tags import ingest as ing
 from tagfold.pipeline.tags.ingest import IngestError, detect_format, ingest, read_tags
 from tagfold.pipeline.io import read_config
@@ -234,9 +235,94 @@ def test_csv_bad_rows(tmp_path):
 
 def test_cli_prints_report(tmp_path, capsys):
     src = write_bytes(tmp_path / "u.txt", b"rock\t1\nrock\t2\nbad line\n")
-    assert ing.main([str(src), "--out", str(tmp_path / "o")]) == 1
+    assert cli.main(["ingest", str(src), "--out", str(tmp_path / "o")]) == 1   # the CLI's error boundary
     assert "u.txt:3: missing tab" in capsys.readouterr().err
-    assert ing.main([str(src), "--out", str(tmp_path / "o"), "--skip-bad"]) == 0
+    assert cli.main(["ingest", str(src), "--out", str(tmp_path / "o"), "--skip-bad"]) == 0
     out = capsys.readouterr().out
     assert "rows read 3, kept 1, merged 1, rejected 1" in out
     assert pq.read_table(tmp_path / "o" / "tags.parquet").to_pylist() == [{"tag_id": 0, "tag": "rock", "count": 3}]
+
+
+# ---------------------------------------------------------------- hostile input (tests/hostile.py)
+
+import hostile  # noqa: E402
+
+
+def test_csv_stray_quote_is_named_and_swallows_nothing(tmp_path):
+    path, line = hostile.csv_stray_quote(tmp_path)
+    with pytest.raises(IngestError, match=rf"stray_quote\.csv:{line}: unbalanced quote"):
+        read_tags(path)
+    res = read_tags(path, skip_bad=True)
+    rep = res.report
+    assert balanced(rep) and rep.rejected == 1 and rep.rejects[0].line == line
+    # every other track keeps its own two tags; no tag holds a comma or a line break
+    tracks = set(res.track_tags.column("track_id").to_pylist())
+    assert len(tracks) == 999 and "T2" not in tracks
+    assert res.track_tags.num_rows == 2 * 999
+    assert not any("," in t or "\n" in t for t in res.tags.column("tag").to_pylist())
+
+
+def test_csv_field_over_a_line_break_is_a_bad_row(tmp_path):
+    path, line = hostile.csv_multiline_field(tmp_path)
+    with pytest.raises(IngestError, match=rf"multiline\.csv:{line}: unbalanced quote"):
+        read_tags(path)
+    rep = read_tags(path, skip_bad=True).report
+    # the opening line and the orphaned closing line are each one rejected row
+    assert balanced(rep) and [r.line for r in rep.rejects] == [line, line + 1]
+    assert (rep.kept, rep.rejected) == (3, 2)
+
+
+def test_csv_quoted_fields_on_one_line_still_read(tmp_path):
+    src = write_bytes(tmp_path / "q.csv", b'track_id,tags\r\n"T1","rock;""quoted"" tag"\r\n\r\nT2,pop\r\n')
+    res = read_tags(src)
+    assert res.tags.column("tag").to_pylist() == ["rock", '"quoted" tag', "pop"]
+    assert res.report.rejected == 0
+
+
+def test_format_characters_and_compatibility_forms_merge(tmp_path):
+    path, expected = hostile.tags_format_characters(tmp_path)
+    with pytest.raises(IngestError, match=r"format_chars\.txt:8: empty tag"):
+        read_tags(path)
+    res = read_tags(path, skip_bad=True)
+    rep = res.report
+    assert {k: getattr(rep, k) for k in expected} == expected and balanced(rep)
+    assert res.tags.to_pylist() == [{"tag_id": 0, "tag": "rock", "count": 7}]
+
+
+@pytest.mark.parametrize("text, tag", [
+    ("ro\u200bck", "rock"), ("\u200b", ""), ("Hip\u00a0 Hop", "hip hop"), ("Stra\u00dfe", "strasse"),
+    ("\u2067punk rock\u2069", "punk rock"), ("\uff48\uff41\uff50\uff50\uff59", "happy"), ("Cafe\u0301", "café"),
+])
+def test_normalize_tag_documented_form(text, tag):
+    from tagfold.pipeline.tags.vocab import normalize_tag
+
+    assert normalize_tag(text) == tag and normalize_tag(tag) == tag
+
+
+def test_sqlite_val_outside_range(tmp_path):
+    path, rowids = hostile.sqlite_bad_val(tmp_path / "lastfm_tags.db")
+    with pytest.raises(IngestError, match=rf"table tid_tag, rowid {rowids[0]}: table tid_tag: val -50 is outside 0..100"):
+        read_tags(path)
+    res = read_tags(path, skip_bad=True)
+    rep = res.report
+    assert balanced(rep) and rep.links_rejected == 3 and rep.links_read == 90
+    assert sorted(r.line for r in rep.rejects) == rowids
+    w = res.track_tags.column("weight").to_numpy()
+    assert w.min() >= 0 and w.max() <= 100
+
+
+def test_aliases_keep_raw_forms_findable(tmp_path):
+    from tagfold.pipeline.tags.lookup import TagLookup, get_normalised
+
+    src = write_bytes(tmp_path / "t.txt", "punk rock\npunk  rock\nPunk Rock\nro\u200bck\nrock\r\n".encode())
+    res = ingest(src, tmp_path / "out")
+    aliases = pq.read_table(tmp_path / "out" / "aliases.parquet")
+    assert aliases.schema.equals(ing.ALIASES_SCHEMA)
+    # raw forms equal to their tag (and CRLF line ends) are not repeated
+    assert aliases.to_pylist() == [{"alias": "punk  rock", "tag_id": 0}, {"alias": "Punk Rock", "tag_id": 0},
+                                   {"alias": "ro\u200bck", "tag_id": 1}]
+    lookup = TagLookup.from_dir(tmp_path / "out")
+    assert [lookup.find(t) for t in ("punk  rock", "Punk Rock", "PUNK   ROCK", "rock", "ro\u200bck", "jazz")] == \
+        [0, 0, 0, 1, 1, None]
+    assert get_normalised({"punk rock": {"punk"}}, "Punk  Rock") == {"punk"}
+    assert res.tags.num_rows == 2

@@ -17,7 +17,6 @@ CLI: ``tagfold synth-tags --n 522366 --seed 0 --out tags_522k.txt [--source PATH
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from collections import Counter
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Sequence
 import numpy as np
 
 from tagfold.pipeline.tags import tagnoise
+from tagfold.pipeline.errors import UserError
 
 FULL_SIZE = 522_366
 # Longest variant kept: ingest's default max_len (real Last.fm tags stop at 254 characters).
@@ -78,7 +78,7 @@ def _grow(real: Sequence[str], n: int, seed: int, progress: bool) -> tuple[list[
     if len(set(real)) != len(real):
         raise ValueError("real tags must be unique (read_source merges duplicates)")
     if len(real) > n:
-        raise ValueError(f"{len(real):,} real tags already exceed the requested n={n:,}")
+        raise UserError(f"{len(real):,} real tags already exceed the requested n={n:,}")
     # phrases glue real tags to short real tags, like 'sad indie rock'
     partners = [t for t in real if len(t) <= 15 and t.count(" ") <= 1] or real
     kinds = tagnoise.KINDS
@@ -121,7 +121,7 @@ def read_source(path: str | Path) -> list[str]:
         for lineno, line in enumerate(f, 1):
             tag = line.rstrip("\r\n")
             if not tag.strip():
-                raise ValueError(f"{path}:{lineno}: empty tag (one non-empty tag per line expected)")
+                raise UserError(f"{path}:{lineno}: empty tag (one non-empty tag per line expected)")
             tags[tag] = None
     return list(tags)
 
@@ -135,26 +135,51 @@ def default_tags(seed: int = 0, n: int = 5000) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="tagfold synth-tags", description=__doc__.splitlines()[0])
-    p.add_argument("--n", type=int, default=FULL_SIZE, help="tags in the output (default %(default)s)")
-    p.add_argument("--seed", type=int, default=0)
+    from tagfold.pipeline.options import COUNT, SEED, parser
+
+    p = parser("tagfold synth-tags", __doc__.splitlines()[0])
+    p.add_argument("--n", type=COUNT, default=FULL_SIZE, help="tags in the output")
+    p.add_argument("--seed", type=SEED, default=0, help="random seed (same seed, same tags)")
     p.add_argument("--out", type=Path, required=True, help="output file, one tag per line")
     p.add_argument("--source", type=Path, default=None,
                    help="real tags, one per line (default: shared data lastfm/tags.txt)")
+    p.add_argument("--model", choices=("variants", "phrases"), default="variants",
+                   help="noise model: variants (tagnoise edits, this module) or phrases (long joined "
+                        "phrases, unspaced, near-limit, foreign-script and accented tags: synth_phrases)")
+    p.add_argument("--sqlite", action="store_true",
+                   help="write an MSD-shaped Last.fm SQLite database (tids, tags, tid_tag; synth_msd) "
+                        "holding the tags, instead of a tag list")
+    p.add_argument("--tracks", type=COUNT, default=None, help="with --sqlite: tracks (default 505,216, the MSD's)")
+    p.add_argument("--links", type=COUNT, default=None,
+                   help="with --sqlite: track-tag links (default 9,117,607, the MSD's)")
     args = p.parse_args(argv)
     from tagfold.pipeline.io import atomic_path
     from tagfold.pipeline.paths import shared_data
 
     source = args.source if args.source is not None else shared_data() / "lastfm" / "tags.txt"
     real = read_source(source)
-    tags, made = _grow(real, args.n, args.seed, progress=True)
-    with atomic_path(args.out) as tmp:
-        tmp.write_text("\n".join(tags) + "\n", encoding="utf-8")
-    redrawn = made.pop("redrawn")
-    kinds = ", ".join(f"{k} {made[k]:,}" for k in tagnoise.KINDS)
-    print(f"{len(tags):,} tags -> {args.out}: {len(real):,} real from {source} + "
-          f"{len(tags) - len(real):,} variants ({kinds}); {redrawn:,} draws redrawn (duplicate or too long)",
-          file=sys.stderr)
+    if args.model == "phrases":
+        from tagfold.pipeline.tags import synth_phrases
+
+        tags, made = synth_phrases._grow(real, args.n, args.seed, progress=True)
+        kinds = ", ".join(f"{k} {made[k]:,}" for k in synth_phrases.KINDS)
+    else:
+        tags, made = _grow(real, args.n, args.seed, progress=True)
+        redrawn = made.pop("redrawn")
+        kinds = ", ".join(f"{k} {made[k]:,}" for k in tagnoise.KINDS) + f"; {redrawn:,} draws redrawn"
+    if args.sqlite:
+        from tagfold.pipeline.tags import synth_msd
+
+        n_tracks = args.tracks or synth_msd.MSD_TRACKS
+        n_links = args.links or synth_msd.MSD_LINKS
+        synth_msd.write_msd_database(args.out, tags, n_tracks, n_links, args.seed)
+        what = f"SQLite database of {n_tracks:,} tracks, {n_links:,} links and"
+    else:
+        with atomic_path(args.out) as tmp:
+            tmp.write_text("\n".join(tags) + "\n", encoding="utf-8")
+        what = "list of"
+    print(f"{args.out}: {what} {len(tags):,} tags: {len(real):,} real from {source} + "
+          f"{len(tags) - len(real):,} variants ({kinds})", file=sys.stderr)
     return 0
 
 

@@ -10,8 +10,11 @@ from __future__ import annotations
 import hashlib
 import unicodedata
 from dataclasses import dataclass
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
+
+from tagfold.pipeline.errors import UserError
 
 # file name -> Vocabularies field
 VOCAB_FILES = {
@@ -22,13 +25,30 @@ VOCAB_FILES = {
 }
 
 
-def normalize_tag(text: str, casefold: bool = True) -> str:
-    """NFC, surrounding whitespace stripped, runs of whitespace collapsed, casefolded.
+@lru_cache(maxsize=1)
+def _format_characters() -> dict[int, None]:
+    """str.translate table deleting every Unicode format character (category Cf: zero-width
+    space and joiners, bidi marks and embeddings, soft hyphen, BOM, language tags).
 
-    Tags and vocabulary entries both go through this, so 'Hip  Hop' and 'hip hop' meet.
+    Format characters live in planes 0, 1 and 14 only (planes 2-3 are ideographs, 4-13
+    unassigned, 15-16 private use), so only those are scanned: 0.05 s instead of 0.4 s."""
+    planes = (range(0, 0x20000), range(0xE0000, 0xF0000))
+    return {cp: None for plane in planes for cp in plane if unicodedata.category(chr(cp)) == "Cf"}
+
+
+def normalize_tag(text: str, casefold: bool = True) -> str:
+    """Format characters (Unicode category Cf) removed, NFKC, casefolded (then NFKC again, as
+    casefolding can leave a decomposed form), whitespace runs collapsed to one space and stripped.
+
+    Tags and vocabulary entries both go through this, so 'Hip  Hop', 'ro<ZWSP>ck', a
+    bidi-wrapped 'rock' and the full-width 'ｒｏｃｋ' meet their plain forms; a tag made only of
+    format characters becomes '' (ingest rejects it as empty). Idempotent.
     """
-    if not text.isascii():
-        text = unicodedata.normalize("NFC", text)
+    if not text.isascii():  # ASCII holds no format characters and is already NFKC
+        text = unicodedata.normalize("NFKC", text.translate(_format_characters()))
+        if casefold:
+            text = unicodedata.normalize("NFKC", text.casefold())
+        return " ".join(text.split())
     text = " ".join(text.split())
     return text.casefold() if casefold else text
 
@@ -55,7 +75,7 @@ def parse_vocab(text: str, source: str) -> tuple[str, ...]:
     seen: dict[str, None] = {}
     for lineno, line in enumerate(text.split("\n"), start=1):
         if "\0" in line:
-            raise ValueError(f"{source}:{lineno}: NUL byte in vocabulary entry")
+            raise UserError(f"{source}:{lineno}: NUL byte in vocabulary entry")
         entry = normalize_tag(line)
         if not entry or entry.startswith("#"):
             continue
@@ -68,7 +88,7 @@ def _read(path: Path) -> str:
         return path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as e:
         line = path.read_bytes()[: e.start].count(b"\n") + 1
-        raise ValueError(f"{path}:{line}: invalid UTF-8 ({e.reason})") from None
+        raise UserError(f"{path}:{line}: invalid UTF-8 ({e.reason})") from None
 
 
 def load_vocabularies(vocab_dir: str | Path | None = None) -> Vocabularies:
