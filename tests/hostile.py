@@ -113,6 +113,48 @@ def sqlite_other_schema(d: Path) -> Path:
     return p
 
 
+def csv_stray_quote(d: Path, n_rows: int = 1000, bad_row: int = 3) -> tuple[Path, int]:
+    """A `track_id,tags` CSV of n_rows tracks whose row `bad_row` opens a quote it never closes
+    (`T2,"unterminated;rock`): standard CSV reading would glue every later row into that field.
+    Returns (path, the bad row's line number)."""
+    rows = [f"T{i},tag{i};rock" for i in range(n_rows)]
+    rows[bad_row - 1] = f'T{bad_row - 1},"unterminated;rock'
+    p = d / "stray_quote.csv"
+    p.write_text("track_id,tags\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    return p, bad_row + 1
+
+
+def csv_multiline_field(d: Path) -> tuple[Path, int]:
+    """A quoted tags field running over a line break (legal in RFC 4180, refused by ingest: each
+    line is one track). Returns (path, line number where the field opens)."""
+    p = d / "multiline.csv"
+    p.write_text('track_id,tags\nT1,rock;pop\nT2,"jazz;\nblues"\nT3,soul\n', encoding="utf-8")
+    return p, 3
+
+
+def tags_format_characters(d: Path) -> tuple[Path, dict]:
+    """Tags that differ from 'rock' only by Unicode format characters (zero-width space, bidi
+    marks, BOM, soft hyphen) or compatibility forms, and one that is only a zero-width space.
+    Returns (path, expected counts): all of them are 'rock' but the empty one."""
+    lines = ["rock", "ro\u200bck", "\u202arock\u202c", "\u2067rock\u2069", "\ufeffrock", "ro\u00adck",
+             "\uff52\uff4f\uff43\uff4b", "\u200b"]
+    p = d / "format_chars.txt"
+    p.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return p, {"read": 8, "kept": 1, "merged": 6, "rejected": 1}
+
+
+def sqlite_bad_val(path: Path) -> tuple[Path, list[int]]:
+    """msd_sqlite with link weights -50, 100.5 and 1e9 (Last.fm's are 0..100): returns (path,
+    their tid_tag rowids)."""
+    msd_sqlite(path, n_tracks=30)
+    con = sqlite3.connect(path)
+    bad = [(-50.0, 2), (100.5, 7), (1e9, 11)]
+    con.executemany("UPDATE tid_tag SET val = ? WHERE rowid = ?", bad)
+    con.commit()
+    con.close()
+    return path, [rowid for _, rowid in bad]
+
+
 # ----------------------------------------------------------------------------- audio
 
 def tone(seconds: float, sr: int = SR, freq: float = 440.0, seed: int = 0) -> np.ndarray:
