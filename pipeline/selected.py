@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from tagfold.pipeline.errors import UserError
+
 CATEGORIES = ("genre", "emotion", "descriptive", "numeric")
 
 
@@ -34,16 +36,16 @@ def load_selected(path: str | Path | None = None) -> SelectedTags:
         source = str(path)
     rows = list(csv.reader(text.splitlines()))
     if not rows or [c.strip() for c in rows[0]] != ["tag", "category"]:
-        raise ValueError(f"{source}: line 1 must be the header 'tag,category'")
+        raise UserError(f"{source}: line 1 must be the header 'tag,category'")
     tags, cats = [], []
     for lineno, row in enumerate(rows[1:], start=2):
         if len(row) != 2 or not row[0].strip():
-            raise ValueError(f"{source}:{lineno}: expected 'tag,category', got {row!r}")
+            raise UserError(f"{source}:{lineno}: expected 'tag,category', got {row!r}")
         tag, cat = row[0].strip(), row[1].strip()
         if cat not in CATEGORIES:
-            raise ValueError(f"{source}:{lineno}: category {cat!r} is not one of {', '.join(CATEGORIES)}")
+            raise UserError(f"{source}:{lineno}: category {cat!r} is not one of {', '.join(CATEGORIES)}")
         if tag in tags:
-            raise ValueError(f"{source}:{lineno}: duplicate selected tag {tag!r}")
+            raise UserError(f"{source}:{lineno}: duplicate selected tag {tag!r}")
         tags.append(tag)
         cats.append(cat)
     return SelectedTags(tuple(tags), tuple(cats))

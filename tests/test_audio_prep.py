@@ -152,7 +152,9 @@ def test_second_run_on_locked_out_refuses(tmp_path, capsys):
     man = _manifest(tmp_path, ["ok"])
     out = tmp_path / "p"
     with output_lock(out):  # stands for a running prep of the same --out
-        assert main(["--manifest", str(man), "--out", str(out), "--quiet"]) == 2
+        from tagfold import cli
+        from tagfold.pipeline.errors import EXIT_LOCKED
+        assert cli.main(["prep-audio", "--manifest", str(man), "--out", str(out), "--quiet"]) == EXIT_LOCKED
         assert "in use by another tagfold run" in capsys.readouterr().err
         # another array job (its own lock) may share the folder
         assert main(["--manifest", str(man), "--out", str(out), "--shard", "0/2", "--quiet"]) == 0

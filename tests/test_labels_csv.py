@@ -167,6 +167,7 @@ def test_cli(emotify, tmp_path, capsys):
     with pytest.raises(SystemExit):       # and without it they stay required
         main(["--manifest", str(emotify["manifest"]), "--out", str(out)])
     assert "--track-tags" in capsys.readouterr().err
-    assert main(["--manifest", str(emotify["manifest"]), "--from-csv", str(tmp_path / "nope.csv"),
-                 "--out", str(out)]) == 1
+    from tagfold import cli   # a missing input is one line from the CLI's error boundary
+    assert cli.main(["labels", "--manifest", str(emotify["manifest"]), "--from-csv", str(tmp_path / "nope.csv"),
+                     "--out", str(out)]) == 1
     assert "nope.csv: not found" in capsys.readouterr().err

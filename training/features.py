@@ -15,10 +15,12 @@ import numpy as np
 import torch
 import torchaudio
 
+from tagfold.pipeline.constants import SAMPLE_RATE
+
 
 @dataclasses.dataclass(frozen=True)
 class MelConfig:
-    sample_rate: int = 16000
+    sample_rate: int = SAMPLE_RATE
     n_fft: int = 512
     hop_length: int = 256
     n_mels: int = 128

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from tagfold.pipeline.constants import CROP_SAMPLES  # noqa: E402 - the models' input length
+from tagfold.pipeline.constants import CROP_SAMPLES
 N_MELS = 128
 
 

@@ -15,6 +15,8 @@ from typing import Sequence
 
 import numpy as np
 
+from tagfold.pipeline.errors import UserError
+
 SPLITS = ("train", "valid", "test")
 
 
@@ -48,7 +50,7 @@ def assign_splits(track_ids: Sequence[str], artists: Sequence[str | None] | None
     """Split name per track. With `artists`, tracks of one (non-null) artist share a split."""
     ratios = tuple(float(r) for r in ratios)
     if len(ratios) != 3 or min(ratios) < 0 or abs(sum(ratios) - 1.0) > 1e-6:
-        raise ValueError(f"ratios must be 3 non-negative numbers summing to 1, got {ratios}")
+        raise UserError(f"ratios must be 3 non-negative numbers summing to 1, got {ratios}")
     if artists is not None and len(artists) != len(track_ids):
         raise ValueError(f"{len(artists)} artists for {len(track_ids)} track ids")
     if method not in ("hash", "rank"):
