@@ -130,7 +130,7 @@ def test_predict_tracks_on_cuda_matches_cpu(trained):
     cfg, loaders, _ = trained
     model, _ = ev.load_model(str(Path(cfg.out) / "best.pt"))
     ids = loaders.ids[:7]
-    chunks_of = lambda t: evenly_spaced_chunks(loaders.audio[ids.index(t)], 4, CROP)  # noqa: E731
+    chunks_of = lambda t: chunks_from_wave(loaders.audio[ids.index(t)], 4, CROP)  # noqa: E731
     cpu = ev.predict_tracks(model, lambda x: x, chunks_of, ids, batch_tracks=3, progress=False)
     gpu = ev.predict_tracks(model.to("cuda"), lambda x: x, chunks_of, ids, batch_tracks=3, device="cuda",
                             progress=False)
