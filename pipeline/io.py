@@ -18,6 +18,8 @@ from typing import Any, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tagfold.pipeline.errors import EXIT_LOCKED, UserError
+
 CONFIG_KEY = b"tagfold.config"
 
 
@@ -52,14 +54,103 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
-def write_parquet(table: pa.Table, path: str | os.PathLike, config: Any = None) -> Path:
-    """Write `table` atomically to `path`, with the resolved config in the schema metadata."""
+def write_parquet(table: pa.Table, path: str | os.PathLike, config: Any = None, run_id: str | None = None) -> Path:
+    """Write `table` atomically to `path`, with the resolved config in the schema metadata and the
+    id of the run that wrote it (`run_id`, default: the run that holds the folder, see start_run)."""
     metadata = dict(table.schema.metadata or {})
     metadata[CONFIG_KEY] = json.dumps(config_dict(config), sort_keys=True).encode()
+    run_id = run_id or folder_run_id(Path(path).parent)
+    if run_id:
+        metadata[RUN_KEY] = run_id.encode()
     table = table.replace_schema_metadata(metadata)
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
     return Path(path)
+
+
+def read_input_table(path: str | os.PathLike, columns: list[str] | None = None) -> pa.Table:
+    """A Parquet input the user named: a missing, foreign or incomplete file is one UserError
+    naming the file (a missing one says so; the OS error of an unreadable one names it)."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder; expected a Parquet file")
+    if not path.exists():
+        raise UserError(f"{path}: no such file")
+    try:
+        schema = pq.read_schema(path)
+    except pa.ArrowInvalid as e:
+        raise UserError(f"{path}: not a Parquet file ({str(e).splitlines()[0]})") from None
+    missing = [c for c in columns or [] if c not in schema.names]
+    if missing:
+        raise UserError(f"{path}: missing column(s) {', '.join(missing)}; has {', '.join(schema.names)}")
+    return pq.read_table(path, columns=columns)
+
+
+# ----------------------------------------------------------------------------- run ids
+# Every output carries the id of the run that wrote it (Parquet: the RUN_KEY metadata; checkpoints:
+# a `run_id` field). A run claims its folder first by replacing the folder's RUN_FILE (atomic), which
+# at once makes every earlier output there stale: a re-run killed midway can leave old files beside
+# new ones, but never a mix that a reader accepts. Readers take their inputs through check_same_run.
+RUN_KEY = b"tagfold.run_id"
+RUN_FILE = ".tagfold-run"
+
+
+class MixedRuns(UserError):
+    """Inputs that must come from one run come from several, or from a run that did not finish."""
+
+
+def new_run_id() -> str:
+    import secrets
+    import time
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(4)
+
+
+def folder_run_id(folder: str | os.PathLike) -> str | None:
+    """The run that holds `folder` (None if no run ever claimed it)."""
+    try:
+        return (Path(folder) / RUN_FILE).read_text(encoding="utf-8").strip() or None
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def start_run(folder: str | os.PathLike, run_id: str | None = None, clear: tuple[str, ...] = ()) -> str:
+    """Claim `folder` for a run (a new id unless `run_id` continues one): the run file is replaced
+    atomically first, so every earlier output there is stale from that instant; then the earlier
+    outputs matching the glob patterns in `clear` are deleted. Call it holding output_lock."""
+    folder = Path(folder)
+    run_id = run_id or new_run_id()
+    write_text(run_id + "\n", folder / RUN_FILE)
+    for pattern in clear:
+        for p in folder.glob(pattern):
+            if p.is_file() and not p.is_symlink():
+                p.unlink(missing_ok=True)
+    return run_id
+
+
+def read_run_id(path: str | os.PathLike) -> str | None:
+    """The run id a Parquet output was written by (None for files from before run ids)."""
+    raw = (pq.read_schema(path).metadata or {}).get(RUN_KEY)
+    return raw.decode() if raw else None
+
+
+def check_same_run(paths) -> str | None:
+    """The one run id of these Parquet outputs; MixedRuns naming the files if they come from
+    different runs, or if one is stale (its folder now belongs to a later run that did not finish).
+    Files without a run id (made by hand, or before run ids) are not judged."""
+    ids = {}
+    for p in map(Path, paths):
+        if not p.is_file():
+            continue   # the reader names a missing input itself
+        rid, current = read_run_id(p), folder_run_id(p.parent)
+        if rid and current and rid != current:
+            raise MixedRuns(f"{p} is from run {rid}, but {p.parent} now belongs to run {current}: it is left "
+                            "from an earlier run (or copied in) and would mix two runs; re-run that step")
+        ids[p] = rid
+    distinct = sorted({r for r in ids.values() if r})
+    if len(distinct) > 1:
+        raise MixedRuns("inputs come from different runs: " + ", ".join(f"{p} (run {r})" for p, r in ids.items() if r)
+                        + "; give outputs of one run")
+    return distinct[0] if distinct else None
 
 
 def read_config(path: str | os.PathLike) -> dict:
@@ -100,8 +191,10 @@ def remove_dead_temps(folder: str | os.PathLike) -> int:
     return removed
 
 
-class OutputLocked(RuntimeError):
+class OutputLocked(UserError):
     """Another tagfold run holds the output directory."""
+
+    exit_code = EXIT_LOCKED
 
 
 @contextlib.contextmanager
@@ -135,6 +228,16 @@ def output_lock(out_dir: str | os.PathLike, name: str = ".tagfold.lock") -> Iter
         yield out_dir
     finally:
         os.close(fd)
+
+
+def worker_pool(workers: int, start_method: str = "spawn"):
+    """The one way tagfold starts a pool of worker processes, with one safety rule: the workers
+    die with this process (die_with_parent), so a killed run leaves none writing beside a re-run.
+    spawn (a fresh interpreter: no inherited locks, threads or decoder state) unless the caller
+    needs its memory shared copy-on-write with the workers ("fork")."""
+    import multiprocessing as mp
+
+    return mp.get_context(start_method).Pool(workers, initializer=die_with_parent, initargs=(os.getpid(),))
 
 
 def die_with_parent(parent_pid: int) -> None:

@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import hostile
+from tagfold.pipeline.io import RUN_KEY, read_run_id
 
 N_TAGS = 12_000
 OUTPUTS = ("tags.parquet", "categories.parquet", "stage2.parquet", "stage3.parquet", "fits.parquet")
@@ -50,11 +51,19 @@ def reference(tag_file, tmp_path_factory) -> tuple[Path, float]:
     return out, time.monotonic() - t0
 
 
+def _without_run_id(table):
+    return table.replace_schema_metadata({k: v for k, v in table.schema.metadata.items() if k != RUN_KEY})
+
+
 def assert_same_outputs(a: Path, b: Path) -> None:
     for name in OUTPUTS:
         ta, tb = pq.read_table(a / name), pq.read_table(b / name)
+        # every output names the run that wrote it: all of one run, and two runs differ only there
+        assert len({read_run_id(a / n) for n in OUTPUTS}) == len({read_run_id(b / n) for n in OUTPUTS}) == 1
+        assert read_run_id(a / name) != read_run_id(b / name)
         # tables and their saved config; never file bytes (Parquet embeds the writer version)
-        assert ta.equals(tb, check_metadata=True), f"{name} differs from the uninterrupted run"
+        assert _without_run_id(ta).equals(_without_run_id(tb), check_metadata=True), \
+            f"{name} differs from the uninterrupted run"
     sa, sb = (json.loads((d / "summary.json").read_text()) for d in (a, b))
     for measured in ("seconds", "peak_rss_mib"):   # measurements of the run, not results
         sa.pop(measured), sb.pop(measured)
@@ -127,7 +136,7 @@ def test_second_run_on_same_out_refuses(tag_file, tmp_path):
             assert time.monotonic() < deadline and first.poll() is None, "first run never took the lock"
             time.sleep(0.005)
         second = run(tag_file, out)
-        assert second.returncode == 1
+        assert second.returncode == 3   # EXIT_LOCKED, the README's exit-code table
         assert "in use by another tagfold run" in second.stderr and str(first.pid) in second.stderr
         assert "Traceback" not in second.stderr
     finally:
@@ -235,3 +244,82 @@ def test_every_writing_command_refuses_a_locked_out(reference, tag_file, tmp_pat
             assert r.returncode != 0, (name, r.stderr[-2000:])
             assert "in use by another tagfold run" in r.stderr and "Traceback" not in r.stderr, (name, r.stderr[-2000:])
             assert sorted(p.name for p in out.iterdir()) == before, name
+
+
+# ----------------------------------------------------------------------------- run ids
+
+def _track_csv(path: Path, tags: list[str], n_tracks: int, seed: int) -> Path:
+    rng = random.Random(seed)
+    rows = [f"T{i:05d},{';'.join(rng.sample(tags, 3))}" for i in range(n_tracks)]
+    path.write_text("track_id,tags\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    return path
+
+
+def test_killed_rerun_into_an_old_folder_is_never_mixed(real_tags, tmp_path):
+    """New tags into a folder that holds an earlier run, killed right after stage2.parquet: no
+    output of the earlier run is left for a reader to trust, and an earlier run's stage3.parquet
+    put back beside the new files (as a user's copy, or an older tagfold that left it) is refused
+    by labels and query, naming the file."""
+    import shutil
+    old = _track_csv(tmp_path / "old.csv", real_tags[:3000], 400, seed=1)
+    new = _track_csv(tmp_path / "new.csv", real_tags[3000:6000], 400, seed=2)
+    out = tmp_path / "out"
+    r = run(old, out, "--format", "csv")
+    assert r.returncode == 0, r.stderr[-2000:]
+    old_run = read_run_id(out / "stage3.parquet")
+    assert old_run and {read_run_id(out / n) for n in OUTPUTS} == {old_run}
+    shutil.copy(out / "stage3.parquet", tmp_path / "old_stage3.parquet")
+    proc = subprocess.Popen(cmd(new, out, "--format", "csv"), env=ENV, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline:
+            try:
+                if read_run_id(out / "stage2.parquet") != old_run:
+                    break
+            except (OSError, ValueError):
+                pass   # not there yet
+            time.sleep(0.001)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert read_run_id(out / "stage2.parquet") != old_run, "the kill came before stage2.parquet was written"
+    assert all(read_run_id(out / n) != old_run for n in OUTPUTS if (out / n).exists())
+    if (out / "stage3.parquet").exists():
+        pytest.fail("the kill came after the new run had finished")
+    shutil.copy(tmp_path / "old_stage3.parquet", out / "stage3.parquet")
+    (tmp_path / "audio").mkdir()
+    hostile.wav_ok(tmp_path / "audio" / "a.wav", 1.0)
+    manifest = hostile.manifest(tmp_path / "manifest.parquet", tmp_path, [("T00000", "audio/a.wav")])
+    labels = subprocess.run([sys.executable, "-m", "tagfold.cli", "labels", "--manifest", str(manifest),
+                             "--track-tags", str(out / "track_tags.parquet"), "--tags", str(out / "tags.parquet"),
+                             "--stage2", str(out / "stage2.parquet"), "--stage3", str(out / "stage3.parquet"),
+                             "--out", str(tmp_path / "labels")], env=ENV, capture_output=True, text=True, timeout=300)
+    assert labels.returncode == 1 and "Traceback" not in labels.stderr, labels.stderr[-2000:]
+    assert f"{out / 'stage3.parquet'} is from run {old_run}" in labels.stderr, labels.stderr
+    assert not (tmp_path / "labels" / "labels_stage3.parquet").exists()
+    query = subprocess.run([sys.executable, "-m", "tagfold.cli", "query", "rock", "--out", str(out), "--stage", "3"],
+                           env=ENV, capture_output=True, text=True, timeout=300)
+    assert query.returncode == 1 and f"is from run {old_run}" in query.stderr, query.stderr[-2000:]
+    assert "Traceback" not in query.stderr
+    # the re-run finishes the job: one run again, and labels accept it
+    r = run(new, out, "--format", "csv")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert len({read_run_id(out / n) for n in OUTPUTS}) == 1
+
+
+def test_outputs_of_different_runs_are_refused_by_name(tmp_path):
+    """Two complete runs in two folders: an input set taking files from both is refused."""
+    import pyarrow as pa
+
+    from tagfold.pipeline.io import MixedRuns, check_same_run, start_run, write_parquet
+    a, b = tmp_path / "a", tmp_path / "b"
+    for d in (a, b):
+        d.mkdir()
+        start_run(d)
+        write_parquet(pa.table({"x": [1]}), d / "stage2.parquet")
+        write_parquet(pa.table({"x": [1]}), d / "stage3.parquet")
+    assert check_same_run([a / "stage2.parquet", a / "stage3.parquet"]) == read_run_id(a / "stage3.parquet")
+    with pytest.raises(MixedRuns, match="different runs") as e:
+        check_same_run([a / "stage2.parquet", b / "stage3.parquet"])
+    assert str(a / "stage2.parquet") in str(e.value) and str(b / "stage3.parquet") in str(e.value)

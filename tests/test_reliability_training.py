@@ -191,3 +191,117 @@ def test_demo_build_resumes_a_killed_prep(tmp_path, monkeypatch):
     build_demo(root)
     index = pq.read_table(root / "prep" / "index.parquet")
     assert index.num_rows == 6
+
+
+# ----------------------------------------------------------------------------- run folders
+
+def test_fresh_run_into_an_earlier_run_refuses_or_overwrites(data, reference, tmp_path):
+    import shutil
+    out = tmp_path / "run"
+    shutil.copytree(reference, out)       # a finished 3-epoch run
+    r = run_train(data, out, "--epochs", "1", check=False)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert f"{out} holds an earlier run" in r.stderr and "epoch-0003.pt" in r.stderr and "--overwrite" in r.stderr
+    assert ckpt.epoch_files(out)[0].name == "epoch-0003.pt"           # nothing was touched
+    run_train(data, out, "--epochs", "1", "--overwrite")
+    assert [p.name for p in ckpt.epoch_files(out)] == ["epoch-0001.pt"]   # the old epochs are gone
+    assert (out / "history.csv").read_text().count("\n") == 2
+
+
+def test_resume_never_reads_another_runs_checkpoint(data, reference, tmp_path):
+    """An earlier run's newer epoch file planted in the folder (copied back, or left by a version
+    without run ids) is skipped by --resume, which continues this folder's own run."""
+    import shutil
+    out = tmp_path / "run"
+    run_train(data, out, "--epochs", "1")
+    shutil.copy(ckpt.epoch_path(reference, 3), ckpt.epoch_path(out, 3))
+    r = run_train(data, out, "--epochs", "2", "--resume")
+    assert "epoch-0003.pt: from run" in r.stderr and "skipped" in r.stderr, r.stderr[-2000:]
+    assert "after epoch 1" in r.stderr
+    state = ckpt.load(ckpt.epoch_path(out, 2))
+    assert len(state["history"]) == 2 and state["run_id"] == ckpt.load(ckpt.epoch_path(out, 1))["run_id"]
+    assert state["run_id"] != ckpt.load(ckpt.epoch_path(reference, 3))["run_id"]
+
+
+def _children(pid: int) -> set[int]:
+    found = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            found |= {int(c) for c in (task / "children").read_text().split()}
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_loader_workers_die_with_a_killed_train(data, tmp_path):
+    args = [a if a != "0" or prev != "--num-workers" else "2"
+            for prev, a in zip([""] + train_cmd(data, tmp_path / "run"), train_cmd(data, tmp_path / "run"))]
+    proc = subprocess.Popen([*args, "--epochs", "50"], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        workers: set[int] = set()
+        while len(workers) < 2 and proc.poll() is None and time.monotonic() < deadline:
+            workers = _children(proc.pid)
+            time.sleep(0.05)
+        assert len(workers) >= 2, "the loader workers never started"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    deadline = time.monotonic() + 5
+    while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not any(_alive(w) for w in workers), "loader workers outlived the killed run"
+
+
+def test_evaluate_and_resume_refuse_labels_of_another_run(data, tmp_path):
+    """Labels re-made after training (a new labels run), or a Stage I file from another labels run
+    beside them: evaluate and --resume refuse, naming the files, instead of scoring a mix."""
+    import shutil
+
+    from tagfold.pipeline.io import read_run_id, start_run
+    d = tmp_path / "data"
+    shutil.copytree(data / "prep", d / "prep")
+    labels = d / "labels" / "labels_stage2.parquet"
+
+    def make_labels(stage: int) -> str:
+        table = pq.read_table(data / "labels" / "labels_stage2.parquet")
+        write_parquet(table, d / "labels" / f"labels_stage{stage}.parquet", {"categories": ["genre", "emotion",
+                                                                                              "descriptive", "number"]})
+        return read_run_id(d / "labels" / f"labels_stage{stage}.parquet")
+
+    (d / "labels").mkdir()
+    start_run(d / "labels")
+    first = make_labels(2)
+    make_labels(1)
+    out = tmp_path / "run"
+    run_train(d, out, "--epochs", "1")
+    assert ckpt.load(out / "best.pt")["labels_run"] == first
+    evaluate = [sys.executable, "-m", "tagfold.cli", "evaluate", "--checkpoint", str(out / "best.pt"), "--split",
+                "valid", "--device", "cpu"]
+    r = subprocess.run([*evaluate, "--out", str(tmp_path / "ok")], env=ENV, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    # a Stage I file from another labels run beside this one
+    (d / "other").mkdir()
+    start_run(d / "other")
+    write_parquet(pq.read_table(d / "labels" / "labels_stage1.parquet"), d / "other" / "x.parquet")
+    shutil.copy(d / "other" / "x.parquet", d / "labels" / "labels_stage1.parquet")
+    r = subprocess.run([*evaluate, "--out", str(tmp_path / "mixed")], env=ENV, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert f"{d / 'labels' / 'labels_stage1.parquet'} is from run" in r.stderr, r.stderr
+    # the labels re-made since training
+    start_run(d / "labels")
+    make_labels(1)
+    second = make_labels(2)
+    r = subprocess.run([*evaluate, "--out", str(tmp_path / "changed")], env=ENV, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 1 and f"trained on labels run {first}" in r.stderr and second in r.stderr, r.stderr
+    r = run_train(d, out, "--epochs", "2", "--resume", check=False)
+    assert r.returncode == 1 and f"labels run {first}" in r.stderr and "Traceback" not in r.stderr, r.stderr

@@ -187,3 +187,108 @@ def test_manifest_csv_paths_cannot_escape(escape_layout, tmp_path):
         build_manifest_from_folder(root / "audio", csv)
     table = build_manifest_from_folder(root / "audio", csv, allow_outside_root=True)
     assert table.column("track_id").to_pylist() == ["inside", "bad"]
+
+
+# ----------------------------------------------------------------------------- track ids and --out
+
+HOSTILE_IDS = ["/abs/path/escape", "../../../somewhere", "sub/dir", "new\nline", ".hidden", "-opt", "",
+               "x" * 129, "spa ce", "tab\t", "semi;colon", "caf\u00e9", "a\\b", "..", "."]
+
+
+@pytest.mark.parametrize("bad", HOSTILE_IDS)
+def test_manifest_refuses_unsafe_track_ids(bad, tmp_path):
+    from tagfold.pipeline.audio.manifest import BadTrack, check_track_id
+    with pytest.raises(BadTrack, match="not allowed"):
+        check_track_id(bad)
+
+
+def test_manifest_csv_bad_ids_named_or_skipped_and_counted(tmp_path):
+    (tmp_path / "audio").mkdir()
+    hostile.wav_ok(tmp_path / "audio" / "a.wav", 1.0)
+    import csv as csv_mod
+    with open(tmp_path / "tracks.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv_mod.writer(f)
+        w.writerow(["track_id", "file"])
+        w.writerow(["good-1", "audio/a.wav"])
+        w.writerow(["../../../somewhere", "audio/a.wav"])     # line 3
+        w.writerow(["new\nline", "audio/a.wav"])              # a quoted field with a line break
+        w.writerow(["good.2", "audio/a.wav"])
+    cmd = [sys.executable, "-m", "tagfold.cli", "manifest", "--csv", str(tmp_path / "tracks.csv")]
+    r = subprocess.run([*cmd, "--out", str(tmp_path / "m.parquet")], env=ENV, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert f"tracks.csv:3: track id '../../../somewhere' is not allowed" in r.stderr, r.stderr
+    assert not (tmp_path / "m.parquet").exists()
+    r = subprocess.run([*cmd, "--skip-bad", "--out", str(tmp_path / "m.parquet")], env=ENV, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "read 4 = kept 2 + rejected 2" in r.stderr and r.stderr.count("rejected: track id") == 2
+    assert pq.read_table(tmp_path / "m.parquet").column("track_id").to_pylist() == ["good-1", "good.2"]
+
+
+def _tree(d: Path) -> set[str]:
+    return {str(p.relative_to(d)) for p in d.rglob("*")}
+
+
+def test_prep_writes_nothing_outside_out_whatever_the_track_ids(tmp_path):
+    """A hand-made manifest (not built by `tagfold manifest`) with ids that would name files
+    elsewhere: each is rejected as bad_track_id, the good one kept, and nothing appears outside --out."""
+    data = tmp_path / "data"
+    (data / "audio").mkdir(parents=True)
+    hostile.wav_ok(data / "audio" / "a.wav", 1.0)
+    ids = ["ok", f"{tmp_path}/abs_escape", "../../../escape", "sub/dir", "new\nline"]
+    manifest = hostile.manifest(tmp_path / "m.parquet", data, [(t, "audio/a.wav") for t in ids])
+    before = _tree(tmp_path)
+    r = _prep(manifest, tmp_path / "prep", "--format", "flac")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "read 5 = kept 1 + rejected 4" in r.stdout
+    rejects = pq.read_table(tmp_path / "prep" / "rejects.parquet").to_pydict()
+    assert sorted(rejects["track_id"]) == sorted(ids[1:])
+    assert all(reason.startswith("bad_track_id") for reason in rejects["reason"])
+    new = {p for p in _tree(tmp_path) - before if not p.startswith("prep")}
+    assert new == set(), new
+    assert sorted(p.name for p in (tmp_path / "prep" / "flac").iterdir()) == ["ok.flac"]
+
+
+def test_prep_refuses_a_planted_symlink_out_of_out(tmp_path):
+    data = tmp_path / "data"
+    (data / "audio").mkdir(parents=True)
+    hostile.wav_ok(data / "audio" / "a.wav", 1.0)
+    manifest = hostile.manifest(tmp_path / "m.parquet", data, [("a", "audio/a.wav")])
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "prep").mkdir()
+    (tmp_path / "prep" / "flac").symlink_to(elsewhere)
+    r = _prep(manifest, tmp_path / "prep", "--format", "flac")
+    assert r.returncode != 0 and "outside --out" in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_symlink_loop_is_one_reject_in_manifest_and_in_prep(tmp_path):
+    root = tmp_path / "root"
+    (root / "audio").mkdir(parents=True)
+    hostile.wav_ok(root / "audio" / "a.wav", 1.0)
+    (root / "audio" / "loop1.wav").symlink_to(root / "audio" / "loop2.wav")
+    (root / "audio" / "loop2.wav").symlink_to(root / "audio" / "loop1.wav")
+    csv_path = root / "tracks.csv"
+    csv_path.write_text("track_id,file\na,audio/a.wav\nlooped,audio/loop1.wav\n", encoding="utf-8")
+    cmd = [sys.executable, "-m", "tagfold.cli", "manifest", "--csv", str(csv_path)]
+    r = subprocess.run([*cmd, "--out", str(tmp_path / "m.parquet")], env=ENV, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode != 0 and "tracks.csv:3:" in r.stderr and "symlink_loop" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+    r = subprocess.run([*cmd, "--skip-bad", "--out", str(tmp_path / "m.parquet")], env=ENV, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0 and "read 2 = kept 1 + rejected 1" in r.stderr, r.stderr[-2000:]
+    # a loop that appears after the manifest was built: prep rejects that track and goes on
+    csv_path.write_text("track_id,file\na,audio/a.wav\nb,audio/b.wav\n", encoding="utf-8")
+    hostile.wav_ok(root / "audio" / "b.wav", 1.0, seed=3)
+    r = subprocess.run([*cmd, "--out", str(tmp_path / "m2.parquet")], env=ENV, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    (root / "audio" / "b.wav").unlink()
+    (root / "audio" / "b.wav").symlink_to(root / "audio" / "loop1.wav")
+    r = _prep(tmp_path / "m2.parquet", tmp_path / "prep")
+    assert r.returncode == 0 and "read 2 = kept 1 + rejected 1" in r.stdout, r.stderr[-2000:]
+    reasons = pq.read_table(tmp_path / "prep" / "rejects.parquet").column("reason").to_pylist()
+    assert len(reasons) == 1 and reasons[0].startswith("symlink_loop"), reasons

@@ -23,12 +23,13 @@ from typing import Any
 import torch
 
 from tagfold.pipeline.io import atomic_path
+from tagfold.pipeline.errors import UserError
 
 MAGIC = b"TAGFOLDCKPT1"
 _EPOCH_RE = re.compile(r"^epoch-(\d{4,})\.pt$")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError):
     """A checkpoint file is truncated, corrupt, not a tagfold checkpoint, or unsafe."""
 
 
@@ -42,6 +43,27 @@ def save(state: dict[str, Any], path: str | Path) -> Path:
             f.write(MAGIC + b" " + digest + b"\n")
             f.write(payload)
     return Path(path)
+
+
+def describe(state: dict[str, Any]) -> str:
+    """What a checkpoint holds, in the words of the error messages below."""
+    cfg = state.get("config") or {}
+    return (f"model {cfg.get('model')!r} width {cfg.get('width')} trained on {len(state.get('tags') or ())} tags "
+            f"(Stage {cfg.get('stage')})")
+
+
+def load_weights(model, state: dict[str, Any], path: str | Path, expected: str) -> None:
+    """Load `state`'s weights into `model`. A checkpoint without them, or made for another model,
+    width or tag list, is one CheckpointError saying what it holds and what was `expected`."""
+    missing = [k for k in ("model", "config", "tags") if k not in state]
+    if missing:
+        raise CheckpointError(f"{path}: holds {', '.join(sorted(map(str, state))) or 'nothing'} but no "
+                              f"{', '.join(missing)}; expected a checkpoint written by `tagfold train`")
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as e:   # size mismatch, missing or unexpected keys
+        first = str(e).strip().splitlines()[-1].strip()
+        raise CheckpointError(f"{path}: holds {describe(state)}, expected {expected} ({first})") from None
 
 
 def load(path: str | Path) -> dict[str, Any]:
@@ -84,23 +106,50 @@ def epoch_files(run_dir: str | Path) -> list[Path]:
     return [p for _, p in sorted(found, reverse=True)]
 
 
-def load_latest(run_dir: str | Path) -> tuple[dict[str, Any], Path] | None:
-    """The newest epoch checkpoint that verifies; None if the folder has none at all.
+def load_latest(run_dir: str | Path, run_id: str | None = None) -> tuple[dict[str, Any], Path] | None:
+    """The newest epoch checkpoint that verifies and, when `run_id` is given, belongs to that run;
+    None if the folder has none at all.
 
     Each bad file is reported with a warning and skipped; if every file is bad this raises,
     because silently starting from scratch would throw away a run the user asked to resume.
+    A checkpoint of another run (left by an earlier run in the same folder) is never resumed from.
     """
     files = epoch_files(run_dir)
     errors = []
     for path in files:
         try:
-            return load(path), path
+            state = load(path)
         except CheckpointError as e:
             errors.append(str(e))
             warnings.warn(f"{e}; falling back to the previous checkpoint", stacklevel=2)
+            continue
+        if run_id is not None and state.get("run_id") != run_id:
+            errors.append(f"{path}: from run {state.get('run_id')}, not this folder's run {run_id}")
+            warnings.warn(f"{errors[-1]}; skipped", stacklevel=2)
+            continue
+        return state, path
     if errors:
         raise CheckpointError(f"{run_dir}: no usable checkpoint among {len(files)}:\n  " + "\n  ".join(errors))
     return None
+
+
+# what `tagfold train` writes into a run folder
+RUN_OUTPUTS = ("epoch-*.pt", "best.pt", "history.csv", "history.parquet", "curves.png", "config.json")
+
+
+def start_fresh(run_dir: str | Path, overwrite: bool) -> str:
+    """Claim a run folder for a fresh run; returns its new run id. A folder holding an earlier run's
+    outputs is refused unless `overwrite`, which deletes them (a fresh run beside old epoch files
+    would leave them for a later --resume to pick up)."""
+    from tagfold.pipeline.io import start_run
+    run_dir = Path(run_dir)
+    epochs = epoch_files(run_dir)
+    others = sorted(p.name for pattern in RUN_OUTPUTS[1:] for p in run_dir.glob(pattern))
+    if (epochs or others) and not overwrite:
+        shown = ", ".join(([f"{len(epochs)} epoch files up to {epochs[0].name}"] if epochs else []) + others)
+        raise UserError(f"{run_dir} holds an earlier run ({shown}): pass --resume to continue it, "
+                        "--overwrite to delete it and start again, or choose another --out")
+    return start_run(run_dir, clear=RUN_OUTPUTS)
 
 
 def prune(run_dir: str | Path, keep: int) -> None:

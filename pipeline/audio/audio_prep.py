@@ -17,7 +17,12 @@ format on the same --out is refused (its parts would not line up).
 Rules for hostile input (read = kept + rejected; every reject is a row of rejects.parquet with a reason):
 - skip  `outside_root`  path resolves (through `..`, absolute or a symlink) outside the data root,
                         unless --allow-outside-root
-- skip  `missing_file`  path does not exist
+- skip  `bad_track_id`  track id outside the manifest's rule (it names output files: `/abs`, `../x`,
+                        `sub/dir`, newlines); every output path is also checked to resolve inside --out
+- skip  `symlink_loop`  the path is (or passes through) a symbolic link loop
+- skip  `missing_file`, `dangling_link`  path does not exist (or is a link to nothing)
+- skip  `not_regular_file`  a FIFO, directory, device or socket (reading a FIFO would block forever)
+- skip  `unreadable`    permission denied or another OS error
 - skip  `empty_file`    zero-byte file
 - skip  `decode_error`  soundfile cannot open/decode it (text named .mp3, random bytes, cut header, ...)
 - skip  `too_long`      header says longer than --max-seconds (default 1200 s); refused before decoding,
@@ -33,11 +38,9 @@ Rules for hostile input (read = kept + rejected; every reject is a row of reject
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import math
-import multiprocessing as mp
 import os
 import sys
 from pathlib import Path
@@ -46,11 +49,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tagfold.pipeline.io import OutputLocked, atomic_path, die_with_parent, output_lock, read_config, write_parquet
+from tagfold.pipeline.constants import CROP_SAMPLES, SAMPLE_RATE
+from tagfold.pipeline.decode import Rejected, decode_mono_16k
+from tagfold.pipeline.io import (atomic_path, worker_pool, folder_run_id, output_lock, read_config, start_run,
+                                 write_parquet)
+from tagfold.pipeline.errors import UserError
 
-TARGET_SR = 16000
-SILENCE_PEAK = 1e-4
-BLOCK_FRAMES = 1 << 18   # decode in blocks: memory ~ mono length, not channels x length
 INDEX_SCHEMA = pa.schema([("track_id", pa.string()), ("shard", pa.int32()), ("offset", pa.int64()),
                           ("length", pa.int64()), ("sample_rate", pa.int32()), ("flag", pa.string())])
 REJECT_SCHEMA = pa.schema([("track_id", pa.string()), ("path", pa.string()), ("reason", pa.string())])
@@ -68,64 +72,10 @@ class PrepConfig:
     shard_k: int = 0
     shard_n: int = 1
     tracks_per_shard: int = 64
-    crop_samples: int = 59049
+    crop_samples: int = CROP_SAMPLES
     root: str = ""               # data root for relative manifest paths ("" = from the manifest's config)
     max_seconds: float = 1200.0
     allow_outside_root: bool = False
-
-
-class Rejected(Exception):
-    """An input file that prep skips; str(e) is the reason written to rejects.parquet."""
-
-
-def decode_mono_16k(path: str | Path, max_seconds: float | None = None) -> tuple[np.ndarray, int, list[str]]:
-    """(float32 mono 16 kHz waveform, original rate, flags); raises Rejected(reason)."""
-    import soundfile as sf
-    import soxr
-    path = Path(path)
-    if not path.exists():
-        raise Rejected("missing_file")
-    if path.stat().st_size == 0:
-        raise Rejected("empty_file")
-    flags = []
-    try:
-        info = sf.info(str(path))
-        if max_seconds is not None and info.frames > max_seconds * info.samplerate:
-            raise Rejected(f"too_long: {info.frames / info.samplerate:.0f} s > --max-seconds {max_seconds:g}")
-        sr, blocks = int(info.samplerate), []
-        # read until the decoder stops (not sf.blocks: it trusts the header's frame count, which a cut
-        # MP3 overstates, and hands back stale buffer contents past the real end)
-        with sf.SoundFile(str(path)) as f:
-            try:
-                while True:
-                    b = f.read(BLOCK_FRAMES, dtype="float32", always_2d=True)
-                    if len(b) == 0:
-                        break
-                    blocks.append(b.mean(axis=1))
-            except Exception:  # a decoder error midway: keep what decoded (none decoded: reject below)
-                if not blocks:
-                    raise
-                flags.append("truncated")
-        decoded = sum(len(b) for b in blocks)
-        if blocks and "truncated" not in flags and decoded < 0.99 * info.frames:
-            flags.append("truncated")  # the header promised more than the data holds
-    except Rejected:
-        raise
-    except Exception as e:  # libsndfile/mpg123 raise assorted errors on garbage
-        raise Rejected(f"decode_error: {type(e).__name__}: {str(e)[:120]}") from None
-    x = np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
-    if x.size == 0:
-        raise Rejected("no_audio")
-    bad = int(np.count_nonzero(~np.isfinite(x)))
-    if bad:
-        raise Rejected(f"non_finite: {bad} non-finite (NaN/Inf) samples")
-    if sr != TARGET_SR:
-        x = soxr.resample(x, sr, TARGET_SR, quality="HQ").astype(np.float32)
-    if x.size == 0 or np.abs(x).max() < SILENCE_PEAK:
-        raise Rejected("silent")
-    if sr < TARGET_SR:
-        flags.append("upsampled")
-    return x, sr, flags
 
 
 def _done_marker(out: Path, g: int) -> Path:
@@ -141,8 +91,8 @@ def _do_group(args) -> tuple[int, int, int]:
     idx, rej, waves, offset = [], [], [], 0
     for tid, shown, full in rows:
         try:
-            if isinstance(full, Exception):
-                raise Rejected(f"outside_root: {full}")
+            if isinstance(full, Rejected):
+                raise full
             x, _, flags = decode_mono_16k(full, cfg.max_seconds)
         except Rejected as r:
             rej.append((tid, shown, str(r)))
@@ -151,12 +101,12 @@ def _do_group(args) -> tuple[int, int, int]:
             flags.append("short")
         if cfg.format in ("flac", "both"):
             import soundfile as sf
-            dest = out / "flac" / f"{tid}.flac"
+            dest = _inside(out, out / "flac" / f"{tid}.flac")
             if not dest.exists():
                 with atomic_path(dest) as tmp:
-                    sf.write(str(tmp), np.clip(x, -1, 1), TARGET_SR, format="FLAC", subtype="PCM_16")
+                    sf.write(str(tmp), np.clip(x, -1, 1), SAMPLE_RATE, format="FLAC", subtype="PCM_16")
         waves.append(x)
-        idx.append((tid, g, offset, len(x), TARGET_SR, ",".join(flags) or None))
+        idx.append((tid, g, offset, len(x), SAMPLE_RATE, ",".join(flags) or None))
         offset += len(x)
     if cfg.format in ("npy", "both"):
         data = np.concatenate(waves).astype(cfg.dtype) if waves else np.zeros(0, cfg.dtype)
@@ -218,13 +168,13 @@ def _check_layout(out: Path, cfg: PrepConfig) -> None:
     old, new = read_config(existing), dataclasses.asdict(cfg)
     diff = [f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in LAYOUT_FIELDS if k in old and old[k] != new[k]]
     if diff:
-        raise ValueError(f"{out} holds prep parts made with other settings ({'; '.join(diff)}); "
+        raise UserError(f"{out} holds prep parts made with other settings ({'; '.join(diff)}); "
                          "use another --out or the same settings")
 
 
-def _rows(cfg: PrepConfig) -> list[tuple[str, str, Path]]:
-    """(track_id, manifest path, absolute path or the OutsideRoot error) per manifest row."""
-    from tagfold.pipeline.audio.manifest import OutsideRoot, resolve_track_path
+def _rows(cfg: PrepConfig) -> list[tuple[str, str, Path | Rejected]]:
+    """(track_id, manifest path, absolute path or the Rejected reason) per manifest row."""
+    from tagfold.pipeline.audio.manifest import BadTrack, OutsideRoot, check_track_id, resolve_track_path
     manifest = pq.read_table(cfg.manifest, columns=["track_id", "path"])
     # a relative root (the demo's ".") is relative to the manifest's folder, so the data can move
     root = Path(cfg.manifest).resolve().parent / (cfg.root or read_config(cfg.manifest).get("root") or ".")
@@ -233,20 +183,33 @@ def _rows(cfg: PrepConfig) -> list[tuple[str, str, Path]]:
         raise ValueError(f"{cfg.manifest}: duplicate track_id values")
     rows = []
     for t, p in zip(ids, paths):
+        # rejected in its group like any unreadable input, with the reason: a manifest made by hand
+        # (not by `tagfold manifest`) may hold ids that would name files outside --out
         try:
-            rows.append((t, p, resolve_track_path(root, p, t, cfg.allow_outside_root)))
-        except OutsideRoot as e:   # rejected in its group like any unreadable input, with the reason
-            rows.append((t, p, e))
+            rows.append((t, p, resolve_track_path(root, p, check_track_id(t), cfg.allow_outside_root)))
+        except OutsideRoot as e:
+            rows.append((t, p, Rejected(f"outside_root: {e}")))
+        except BadTrack as e:
+            code = "symlink_loop" if "symlink_loop" in str(e) else "bad_track_id"
+            rows.append((t, p, Rejected(f"{code}: {e}")))
     return rows
+
+
+def _inside(out: Path, path: Path) -> Path:
+    """`path` if it resolves inside `out` (checked before anything is written there)."""
+    full = path.resolve()
+    if not full.is_relative_to(out.resolve()):
+        raise UserError(f"refusing to write {path}: it resolves to {full}, outside --out {out}")
+    return path
 
 
 def prep_audio(cfg: PrepConfig, progress: bool = True) -> dict:
     """Run (or resume) prep for this job's groups; returns counts over the whole --out."""
     from tqdm import tqdm
     if not (0 <= cfg.shard_k < cfg.shard_n):
-        raise ValueError(f"--shard K/N needs 0 <= K < N, got {cfg.shard_k}/{cfg.shard_n}")
+        raise UserError(f"--shard K/N needs 0 <= K < N, got {cfg.shard_k}/{cfg.shard_n}")
     if cfg.format not in ("npy", "flac", "both") or cfg.tracks_per_shard < 1:
-        raise ValueError(f"format must be npy|flac|both and tracks_per_shard >= 1, got {cfg.format}, "
+        raise UserError(f"format must be npy|flac|both and tracks_per_shard >= 1, got {cfg.format}, "
                          f"{cfg.tracks_per_shard}")
     out = Path(cfg.out)
     rows = _rows(cfg)
@@ -254,7 +217,13 @@ def prep_audio(cfg: PrepConfig, progress: bool = True) -> dict:
     n_groups = math.ceil(len(rows) / n)
     lock_name = ".tagfold.lock" if cfg.shard_n == 1 else f".tagfold-shard-{cfg.shard_k}-of-{cfg.shard_n}.lock"
     with output_lock(out, lock_name):
+        for sub in ("parts", "flac"):   # a planted symlink must not send writes elsewhere
+            _inside(out, out / sub)
         _check_layout(out, cfg)
+        if folder_run_id(out) is None or not any((out / "parts").glob("shard-*.index.parquet")):
+            # nothing to resume: a new run id, so an earlier index.parquet here is stale at once;
+            # a resumed (or another array job's) run keeps the id its finished parts belong to
+            start_run(out)
         todo = [(cfg, g, rows[g * n:(g + 1) * n]) for g in range(n_groups)
                 if g % cfg.shard_n == cfg.shard_k and not _done_marker(out, g).exists()]
         mine = {f"shard-{g:05d}{ext}" for _, g, _ in todo for ext in (".npy", ".index.parquet", ".rejects.parquet")}
@@ -263,10 +232,7 @@ def prep_audio(cfg: PrepConfig, progress: bool = True) -> dict:
         bar = tqdm(total=sum(len(t[2]) for t in todo), desc="prep-audio", unit="track", file=sys.stderr,
                    disable=not progress)
         if cfg.workers > 1 and len(todo) > 1:
-            # spawn: a fresh interpreter per worker, no inherited locks or decoder state from the
-            # parent; the workers die with it, so a killed run leaves none writing beside a re-run
-            with mp.get_context("spawn").Pool(min(cfg.workers, len(todo)), initializer=die_with_parent,
-                                              initargs=(os.getpid(),)) as pool:
+            with worker_pool(min(cfg.workers, len(todo))) as pool:
                 for g, k, r in pool.imap_unordered(_do_group, todo):
                     kept, rejected = kept + k, rejected + r
                     bar.update(k + r)
@@ -286,17 +252,21 @@ def prep_audio(cfg: PrepConfig, progress: bool = True) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="tagfold prep-audio", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--manifest", required=True)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--format", choices=["npy", "flac", "both"], default="npy")
-    ap.add_argument("--dtype", choices=["float16", "float32"], default="float16")
-    ap.add_argument("--workers", type=int, default=1, help="processes (default 1)")
+    from tagfold.pipeline.options import COUNT, POSITIVE, parser
+
+    d = PrepConfig(manifest="", out="")
+    ap = parser("tagfold prep-audio", __doc__)
+    ap.add_argument("--manifest", required=True, help="manifest.parquet from `tagfold manifest` or demo-data")
+    ap.add_argument("--out", required=True, help="output folder (shards, FLAC, index.parquet, rejects.parquet)")
+    ap.add_argument("--format", choices=["npy", "flac", "both"], default=d.format,
+                    help="npy: float memmap shards (torch loader); flac: one FLAC per track (DALI); both")
+    ap.add_argument("--dtype", choices=["float16", "float32"], default=d.dtype, help="sample type of the npy shards")
+    ap.add_argument("--workers", type=COUNT, default=d.workers, help="decoding processes")
     ap.add_argument("--shard", default="0/1", help="K/N: this array job's part of the work (0 <= K < N)")
-    ap.add_argument("--tracks-per-shard", type=int, default=64)
-    ap.add_argument("--crop-samples", type=int, default=59049, help="shorter clips are flagged 'short'")
-    ap.add_argument("--max-seconds", type=float, default=1200.0, help="longer files are rejected as too_long")
+    ap.add_argument("--tracks-per-shard", type=COUNT, default=d.tracks_per_shard, help="tracks per npy shard")
+    ap.add_argument("--crop-samples", type=COUNT, default=d.crop_samples, help="shorter clips are flagged 'short'")
+    ap.add_argument("--max-seconds", type=POSITIVE, default=d.max_seconds,
+                    help="longer files are rejected as too_long, from their header")
     ap.add_argument("--root", default="", help="data root for relative paths (default: from the manifest)")
     ap.add_argument("--allow-outside-root", action="store_true", help="permit paths outside the data root")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -305,15 +275,14 @@ def main(argv: list[str]) -> int:
         k, n = (int(v) for v in a.shard.split("/"))
     except ValueError:
         ap.error(f"--shard must be K/N with integers, got {a.shard!r}")
-    cfg = PrepConfig(a.manifest, a.out, a.format, a.dtype, max(1, a.workers), k, n, a.tracks_per_shard,
+    cfg = PrepConfig(a.manifest, a.out, a.format, a.dtype, a.workers, k, n, a.tracks_per_shard,
                      a.crop_samples, a.root, a.max_seconds, a.allow_outside_root)
-    print(cfg, file=sys.stderr)
-    try:
-        s = prep_audio(cfg, progress=not a.quiet)
-    except (OutputLocked, ValueError, OSError) as e:
-        print(f"tagfold prep-audio: {e}", file=sys.stderr)
-        return 2
+    print(f"prep-audio: {cfg.manifest} -> {cfg.out} ({cfg.format}, {cfg.dtype}, {cfg.workers} workers, "
+          f"shard {k}/{n})", file=sys.stderr)
+    s = prep_audio(cfg, progress=not a.quiet)
     print(f"prep-audio: this run kept {s['this_run_kept']} + rejected {s['this_run_rejected']}; "
           f"{a.out} now holds {s['groups_done']} of {s['groups_total']} groups")
-    print(f"prep-audio: read {s['read']} = kept {s['kept']} + rejected {s['rejected']} {s['reasons']}")
+    reasons = ", ".join(f"{reason} {count}" for reason, count in s["reasons"].items())
+    print(f"prep-audio: read {s['read']} = kept {s['kept']} + rejected {s['rejected']}"
+          + (f" ({reasons})" if reasons else ""))
     return 0

@@ -8,14 +8,20 @@ so that audio prep rejects it with a reason instead of it vanishing here.
 Paths are stored relative to the data root (saved as `root` in the file's config) so a dataset can
 move; a path that leads outside the root (absolute elsewhere, or `../`) is an error naming the
 track unless `allow_outside_root` is set, because a manifest is often shared between machines and
-a stray absolute path silently reads someone else's files or fails on the next machine."""
+a stray absolute path silently reads someone else's files or fails on the next machine.
+
+Track ids name output files (`prep-audio` writes `flac/<track_id>.flac`), so they are checked when
+the manifest is built: 1 to 128 characters from `A-Z a-z 0-9 . _ -`, not starting with `.` or `-`
+(no `/`, no `..`, no whitespace or newline, nothing a shell or a file system reads specially).
+Anything else, and a path that cannot be resolved (a symlink loop), is an error naming the CSV line
+and track, or with `--skip-bad` a rejected row, listed with its reason and counted."""
 from __future__ import annotations
 
-import argparse
 import csv
 import dataclasses
 import math
 import os
+import re
 import sys
 from collections import Counter
 from pathlib import Path
@@ -25,6 +31,7 @@ import pyarrow.parquet as pq
 
 from tagfold.pipeline.io import write_parquet
 from tagfold.pipeline.audio.splits import SPLITS, assign_splits
+from tagfold.pipeline.errors import UserError
 
 SCHEMA = pa.schema([
     ("track_id", pa.string()), ("path", pa.string()), ("duration", pa.float64()),
@@ -44,14 +51,33 @@ class ManifestConfig:
     split_method: str = "hash"   # hash | rank (pipeline/audio/splits.py)
 
 
-class OutsideRoot(ValueError):
+class OutsideRoot(UserError):
     """A manifest path leads outside the data root."""
 
 
+class BadTrack(UserError):
+    """A manifest row that cannot be used: an invalid track id or an unresolvable path."""
+
+
+TRACK_ID_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
+TRACK_ID_RULE = "1-128 characters from A-Z a-z 0-9 . _ -, not starting with . or -"
+
+
+def check_track_id(track_id) -> str:
+    """`track_id` if it is safe to use as a file name (TRACK_ID_RULE), else BadTrack."""
+    if not isinstance(track_id, str) or not TRACK_ID_RE.fullmatch(track_id):
+        raise BadTrack(f"track id {track_id!r} is not allowed ({TRACK_ID_RULE})")
+    return track_id
+
+
 def resolve_track_path(root, path, track_id, allow_outside_root=False) -> Path:
-    """Absolute path of a manifest row; OutsideRoot unless it stays under `root` (or allowed)."""
+    """Absolute path of a manifest row; OutsideRoot unless it stays under `root` (or allowed);
+    BadTrack when it cannot be resolved (a symlink loop)."""
     root = Path(root).resolve()
-    full = (root / path).resolve() if not Path(path).is_absolute() else Path(path).resolve()
+    try:
+        full = (root / path).resolve() if not Path(path).is_absolute() else Path(path).resolve()
+    except (RuntimeError, OSError) as e:   # Python raises RuntimeError('Symlink loop ...')
+        raise BadTrack(f"track {track_id!r}: path {path!r} cannot be resolved: symlink_loop ({e})") from None
     if not allow_outside_root and not full.is_relative_to(root):
         raise OutsideRoot(f"track {track_id!r}: path {path!r} resolves to {full}, outside the data root {root} "
                           "(pass --allow-outside-root to permit it)")
@@ -59,22 +85,23 @@ def resolve_track_path(root, path, track_id, allow_outside_root=False) -> Path:
 
 
 def probe(path: Path) -> tuple[float, int, int]:
-    """(duration s, sample rate, channels) from the file header; (nan, 0, 0) if unreadable."""
-    import soundfile as sf
+    """(duration s, sample rate, channels) from the file header; (nan, 0, 0) if unreadable (prep
+    rejects it later with the reason). Never opens a FIFO or device: that could block forever."""
+    from tagfold.pipeline.decode import Rejected, probe as probe_header
     try:
-        info = sf.info(str(path))
-        return info.frames / info.samplerate, int(info.samplerate), int(info.channels)
-    except Exception:  # any decoder failure is prep's to report, with the reason
+        info = probe_header(path)
+    except Rejected:
         return math.nan, 0, 0
+    return info.frames / info.samplerate, info.samplerate, info.channels
 
 
 def make_table(track_ids, paths, artists, root: Path, ratios=(0.8, 0.1, 0.1), seed=0,
                allow_outside_root=False, splits=None, split_method="hash") -> pa.Table:
     """The manifest table; probes each file's header. `splits` given = kept as is (e.g. MSD's)."""
-    track_ids = [str(t) for t in track_ids]
+    track_ids = [check_track_id(str(t)) for t in track_ids]
     if len(set(track_ids)) != len(track_ids):
         dup = next(t for t, c in Counter(track_ids).items() if c > 1)
-        raise ValueError(f"duplicate track_id {dup!r}: track ids must be unique")
+        raise UserError(f"duplicate track_id {dup!r}: track ids must be unique")
     probes = [probe(resolve_track_path(root, p, t, allow_outside_root)) for t, p in zip(track_ids, paths)]
     if splits is None:
         splits = assign_splits(track_ids, artists, ratios, seed, method=split_method)
@@ -88,11 +115,14 @@ def make_table(track_ids, paths, artists, root: Path, ratios=(0.8, 0.1, 0.1), se
 
 def build_manifest_from_folder(audio_dir, tags_csv, *, id_column="track_id", file_column="file",
                                artist_column=None, ratios=(0.8, 0.1, 0.1), seed=0,
-                               allow_outside_root=False, split_method="hash") -> pa.Table:
+                               allow_outside_root=False, split_method="hash", skip_bad=False,
+                               rejected: list | None = None) -> pa.Table:
     """Tracks listed in `tags_csv` (CSV order); paths relative to the CSV's folder (the data root).
 
     Rows whose file column is empty or absent are looked up as `<audio_dir>/<track_id>.*`. With
-    `artist_column`, splits are artist-aware (one artist never spans two splits)."""
+    `artist_column`, splits are artist-aware (one artist never spans two splits). A row with an
+    invalid track id or an unresolvable path is an error naming its line, or with `skip_bad` left
+    out and appended to `rejected` as ("FILE:LINE", track id, reason)."""
     tags_csv, audio_dir = Path(tags_csv), Path(audio_dir)
     root = tags_csv.parent
     ids, paths, artists = [], [], []
@@ -100,19 +130,26 @@ def build_manifest_from_folder(audio_dir, tags_csv, *, id_column="track_id", fil
         reader = csv.DictReader(f)
         for col in (id_column, artist_column):
             if col and col not in (reader.fieldnames or []):
-                raise ValueError(f"{tags_csv}: no column {col!r} (columns: {reader.fieldnames})")
+                raise UserError(f"{tags_csv}: no column {col!r} (columns: {reader.fieldnames})")
         for line, row in enumerate(reader, start=2):
             tid = (row[id_column] or "").strip()
             if not tid:
                 raise ValueError(f"{tags_csv}:{line}: empty {id_column}")
-            rel = (row.get(file_column) or "").strip()
-            if not rel:
-                found = sorted(audio_dir.glob(f"{tid}.*"))
-                if not found:
-                    raise ValueError(f"{tags_csv}:{line}: no audio file for track {tid} in {audio_dir}")
-                rel = os.path.relpath(found[0].resolve(), root.resolve())
             try:
+                check_track_id(tid)
+                rel = (row.get(file_column) or "").strip()
+                if not rel:
+                    found = sorted(audio_dir.glob(f"{tid}.*"))
+                    if not found:
+                        raise UserError(f"{tags_csv}:{line}: no audio file for track {tid} in {audio_dir}")
+                    rel = os.path.relpath(resolve_track_path(audio_dir, found[0].name, tid, True), root.resolve())
                 resolve_track_path(root, rel, tid, allow_outside_root)
+            except BadTrack as e:
+                if not skip_bad:
+                    raise BadTrack(f"{tags_csv}:{line}: {e} (--skip-bad leaves such rows out, counted)") from None
+                if rejected is not None:
+                    rejected.append((f"{tags_csv}:{line}", tid, str(e)))
+                continue
             except OutsideRoot as e:
                 raise OutsideRoot(f"{tags_csv}:{line}: {e}") from None
             ids.append(tid)
@@ -128,20 +165,21 @@ def msd_preview_path(track_id: str) -> str:
 
 
 def build_manifest_msd(root, id_lists: dict[str, str | Path], *, artists: dict[str, str] | None = None,
-                       path_fn=msd_preview_path, allow_outside_root=False) -> pa.Table:
+                       path_fn=msd_preview_path, allow_outside_root=False, skip_bad=False,
+                       rejected: list | None = None) -> pa.Table:
     """MSD layout: `id_lists` maps split name -> file of MSD track ids (e.g. valid_x_msd_id.txt).
     The literature's split is kept as given (not re-hashed), so results compare with published ones."""
     root = Path(root)
     ids, paths, splits = [], [], []
     for split, list_path in id_lists.items():
         if split not in SPLITS:
-            raise ValueError(f"{list_path}: split must be one of {SPLITS}, got {split!r}")
+            raise UserError(f"{list_path}: split must be one of {SPLITS}, got {split!r}")
         for line, tid in enumerate(Path(list_path).read_text("utf-8").splitlines(), start=1):
             tid = tid.strip()
             if not tid:
                 continue
             if not (tid.startswith("TR") and len(tid) == 18):
-                raise ValueError(f"{list_path}:{line}: {tid!r} is not an MSD track id (TR + 16 chars)")
+                raise UserError(f"{list_path}:{line}: {tid!r} is not an MSD track id (TR + 16 chars)")
             ids.append(tid)
             paths.append(path_fn(tid))
             splits.append(split)
@@ -154,8 +192,10 @@ def read_manifest(path) -> pa.Table:
 
 
 def main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(
-        prog="tagfold manifest", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    from tagfold.pipeline.options import SEED, parser
+
+    ap = parser(
+        "tagfold manifest", __doc__,
         epilog="examples:\n  tagfold manifest --csv ../shared/data/emotify/tracks.csv --out m.parquet\n"
                "  tagfold manifest --msd-root previews/ --msd-ids valid=valid_x_msd_id.txt "
                "test=test_x_msd_id.txt --out m.parquet\n"
@@ -166,12 +206,16 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--msd-root", help="root of the 7digital previews (A/B/C/TR...clip.mp3)")
     ap.add_argument("--msd-ids", nargs="+", metavar="SPLIT=FILE", help="e.g. valid=valid_x_msd_id.txt")
     ap.add_argument("--ratios", default="0.8,0.1,0.1", help="train,valid,test fractions (sum 1)")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=SEED, default=0, help="seed of the split assignment")
     ap.add_argument("--split-method", choices=["hash", "rank"], default="hash",
                     help="hash: stable as the collection grows; rank: exact ratios for a fixed set")
     ap.add_argument("--allow-outside-root", action="store_true", help="permit paths outside the data root")
-    ap.add_argument("--out", required=True)
+    ap.add_argument("--skip-bad", action="store_true",
+                    help="leave out rows with an invalid track id or an unresolvable path (listed and counted) "
+                         "instead of stopping")
+    ap.add_argument("--out", required=True, help="the manifest.parquet to write")
     a = ap.parse_args(argv)
+    rejected: list = []
     try:
         ratios = tuple(float(x) for x in a.ratios.split(","))
     except ValueError:
@@ -180,14 +224,16 @@ def main(argv: list[str]) -> int:
         if a.csv:
             table = build_manifest_from_folder(a.folder or Path(a.csv).parent, a.csv, artist_column=a.artist_column,
                                                ratios=ratios, seed=a.seed, allow_outside_root=a.allow_outside_root,
-                                               split_method=a.split_method)
+                                               split_method=a.split_method, skip_bad=a.skip_bad,
+                                               rejected=rejected)
             cfg = ManifestConfig("folder", str(Path(a.csv).parent.resolve()), ratios, a.seed,
                                  bool(a.artist_column), a.allow_outside_root, a.split_method)
         elif a.msd_root:
             if not a.msd_ids or any("=" not in s for s in a.msd_ids):
                 ap.error("--msd-root needs --msd-ids SPLIT=FILE [SPLIT=FILE ...]")
             lists = dict(s.split("=", 1) for s in a.msd_ids)
-            table = build_manifest_msd(a.msd_root, lists, allow_outside_root=a.allow_outside_root)
+            table = build_manifest_msd(a.msd_root, lists, allow_outside_root=a.allow_outside_root,
+                                       skip_bad=a.skip_bad, rejected=rejected)
             cfg = ManifestConfig("msd", str(Path(a.msd_root).resolve()), ratios, a.seed,
                                  allow_outside_root=a.allow_outside_root)
         else:
@@ -196,8 +242,11 @@ def main(argv: list[str]) -> int:
         print(f"tagfold manifest: {e}", file=sys.stderr)
         return 2
     write_parquet(table, a.out, cfg)
+    for where, _, reason in rejected:
+        print(f"tagfold manifest: {where}: rejected: {reason}", file=sys.stderr)
     unreadable = sum(1 for s in table.column("sample_rate").to_pylist() if s == 0)
     counts = Counter(table.column("split").to_pylist())
-    print(f"manifest: {table.num_rows} tracks ({unreadable} with unreadable headers; "
+    print(f"manifest: read {table.num_rows + len(rejected)} = kept {table.num_rows} + rejected {len(rejected)}; "
+          f"{table.num_rows} tracks ({unreadable} with unreadable headers; "
           f"train {counts['train']}, valid {counts['valid']}, test {counts['test']}) -> {a.out}", file=sys.stderr)
     return 0
