@@ -47,7 +47,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from tagfold.pipeline.io import write_parquet, write_text
+from tagfold.pipeline.io import check_same_run, start_run, write_parquet, write_text
 from tagfold.pipeline.selected import SelectedTags, load_selected
 
 WEIGHT_COLUMNS = ("weight", "val", "count")
@@ -135,6 +135,7 @@ def build_labels(cfg: LabelsConfig) -> dict:
         raise ValueError(f"{cfg.manifest}: duplicate track_id values")
     tt = _read(cfg.track_tags, ["track_id", "tag_id"])
     tags = _read(cfg.tags, ["tag_id", "tag"])
+    check_same_run([cfg.track_tags, cfg.tags, cfg.stage2, cfg.stage3])   # one pipeline run, never a mix
 
     rows = pc.index_in(tt.column("track_id").cast(pa.string()), value_set=track_ids)
     in_manifest = pc.is_valid(rows).to_numpy(zero_copy_only=False)
@@ -346,6 +347,7 @@ def _main_from_csv(a, p) -> int:
     cfg = CsvLabelsConfig(manifest=a.manifest, csv=a.from_csv, out=a.out, threshold=a.threshold)
     from tagfold.pipeline.io import output_lock
     with output_lock(a.out):
+        start_run(a.out)
         s = build_labels_from_csv(cfg)
     print(f"labels: {s['tracks']} tracks; CSV rows read {s['csv_rows_read']} = kept {s['csv_rows_kept']} + "
           f"without audio {s['csv_rows_without_audio']}; {s['tags']} tags, {s['positives']} positives "
@@ -387,6 +389,7 @@ def main(argv: list[str] | None = None) -> int:
                        stage3=a.stage3, out=a.out, min_weight=a.min_weight, selected=a.selected)
     from tagfold.pipeline.io import output_lock
     with output_lock(a.out):
+        start_run(a.out)   # the label files of one run: evaluate refuses stage files of different runs
         s = build_labels(cfg)
     print(f"labels: {s['tracks']} tracks; track-tag rows read {s['track_tag_rows_read']} = kept "
           f"{s['track_tag_rows_kept']} + no audio {s['track_tag_rows_no_audio']} + below min weight "

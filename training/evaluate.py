@@ -3,7 +3,8 @@
     tagfold evaluate --checkpoint runs/s1/best.pt runs/s2/best.pt runs/s3/best.pt \\
         [--split test] [--n-chunks 16] [--latent demo/latent.parquet] --out reports/
 
-Each track's prediction is the mean sigmoid over `n_chunks` evenly spaced crops (Won 2020).
+Each track's prediction is the mean sigmoid over `n_chunks` evenly spaced crops (Won 2020), placed
+and batched by training/inference.py, the path `tagfold predict` shares.
 Each model is scored against
 - `own`: the labels of the stage it was trained on (what the thesis reported; relabelling the
   test set with more positives changes the task, so these numbers are not comparable);
@@ -23,6 +24,8 @@ from typing import Callable
 
 import numpy as np
 
+from tagfold.pipeline.errors import UserError
+from tagfold.training.inference import predict_tracks
 from tagfold.training.metrics import score
 
 ROMAN = {1: "I", 2: "II", 3: "III"}
@@ -113,27 +116,16 @@ def featurizer(input_: str, device="cpu") -> Callable:
     return logmel
 
 
-def predict_tracks(model, featurize: Callable, chunks_of: Callable, track_ids, *, batch_tracks=4,
-                   device="cpu", desc="predict", progress=True) -> np.ndarray:
-    """Mean sigmoid over each track's chunks; `chunks_of(track_id)` -> float32 [n_chunks, samples]."""
-    import torch
-    from tqdm import tqdm
-
-    dev = torch.device(device)
-    out = []
-    with torch.no_grad():
-        for start in tqdm(range(0, len(track_ids), batch_tracks), desc=desc, file=sys.stderr, leave=False,
-                          disable=not progress):
-            group = [np.asarray(chunks_of(t), dtype=np.float32) for t in track_ids[start:start + batch_tracks]]
-            sizes = [len(g) for g in group]
-            x = torch.from_numpy(np.concatenate(group)).to(dev)
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=dev.type == "cuda"):
-                p = torch.sigmoid(model(featurize(x)).float())
-            # SYNC: one copy back per batch of tracks.
-            p = p.cpu().numpy()
-            for piece in np.split(p, np.cumsum(sizes)[:-1]):
-                out.append(piece.mean(axis=0))
-    return np.stack(out) if out else np.zeros((0, 0), np.float32)
+def _check_runs(path, state: dict) -> None:
+    """The labels a checkpoint is scored on are those it was trained on (same labels run), and the
+    label files read together (its stage's and Stage I's) come from one run; else UserError."""
+    from tagfold.pipeline.io import check_same_run
+    labels = Path(state["config"]["labels"])
+    now = check_same_run([labels, labels.with_name("labels_stage1.parquet")])
+    trained = state.get("labels_run")
+    if trained and now and trained != now:
+        raise UserError(f"{path}: trained on labels run {trained}, but {labels} now holds run {now}: "
+                        "the labels changed since training; train again or evaluate on the labels it used")
 
 
 def entry_from_checkpoint(path: str, cfg: EvalConfig, chunks_of: Callable | None = None) -> Entry:
@@ -144,6 +136,7 @@ def entry_from_checkpoint(path: str, cfg: EvalConfig, chunks_of: Callable | None
         ("cpu" if cfg.device == "auto" else cfg.device)
     model, state = load_model(path, device)
     tcfg = state["config"]
+    _check_runs(path, state)
     track_ids, splits, y, tags, cats = read_labels(tcfg["labels"])
     if tuple(tags) != tuple(state["tags"]):
         raise ValueError(f"{path}: trained on tags {state['tags'][:3]}... but {tcfg['labels']} has {tags[:3]}...")

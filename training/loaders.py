@@ -24,6 +24,8 @@ np.ndarray aligned with index.parquet rows (then split must be None).
 """
 from __future__ import annotations
 
+import functools
+import os
 import sys
 from pathlib import Path
 
@@ -110,10 +112,10 @@ def crop_start(length: int, crop: int, u: float | None) -> int:
 
 
 def eval_chunks(prep_dir, track_id, n_chunks=16, crop_samples=59049, store=None) -> np.ndarray:
-    """[n_chunks, crop] float32 evenly spaced over the track (first at 0, last ending at the end)."""
+    """[n_chunks, crop] float32 evenly spaced over a prepped track (training/inference.py)."""
+    from tagfold.training.inference import chunk_starts   # where chunks lie: defined once, there
     store = store or ShardStore(prep_dir)
-    span = max(0, store.length(track_id) - crop_samples)
-    starts = np.linspace(0, span, n_chunks).astype(np.int64)
+    starts = chunk_starts(store.length(track_id), n_chunks, crop_samples)
     return np.stack([store.read(track_id, int(s), crop_samples) for s in starts])
 
 
@@ -176,6 +178,11 @@ class _KeySampler:
         yield from zip(order.tolist(), us.tolist())
 
 
+def _die_with(parent_pid: int, worker_id: int) -> None:
+    from tagfold.pipeline.io import die_with_parent
+    die_with_parent(parent_pid)
+
+
 def _collate(batch):
     import torch
     x, y, r = zip(*batch)
@@ -192,7 +199,10 @@ class TorchLoader:
         self.loader = torch.utils.data.DataLoader(
             _CropDataset(prep_dir, tids, y, rows, crop_samples), batch_size=batch_size, sampler=self.sampler,
             num_workers=num_workers, collate_fn=_collate, drop_last=train,
-            pin_memory=self.device.type == "cuda", persistent_workers=num_workers > 0)
+            pin_memory=self.device.type == "cuda", persistent_workers=num_workers > 0,
+            # workers die with the training process, however it dies (SIGKILL included), as
+            # prep-audio's do: none lingers reading shards beside a re-run
+            worker_init_fn=functools.partial(_die_with, os.getpid()) if num_workers > 0 else None)
         self.mel = LogMel(mel).to(self.device) if input == "mel" else None
 
     def set_epoch(self, epoch: int) -> None:

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 from tagfold.training import checkpoint as ckpt
 from tagfold.training import models
+from tagfold.pipeline.errors import UserError
 
 SCHEDULES = ("constant", "cosine", "step")
 
@@ -65,6 +66,7 @@ class TrainConfig:
     max_steps: int = 0              # train steps per epoch, 0 = the whole split
     keep: int = 3                   # epoch checkpoints kept (>= 2)
     resume: bool = False
+    overwrite: bool = False         # a fresh run into a folder holding an earlier run deletes it
 
     def resolved(self) -> "TrainConfig":
         """Fill the '' defaults and check ranges; the result is what gets saved."""
@@ -280,24 +282,36 @@ def fit(cfg: TrainConfig, loader_factory: LoaderFactory | None = None, *, quiet:
     sched = _scheduler(opt, cfg)
     start_epoch, best_pr, history = 0, -math.inf, []
 
-    if cfg.resume:
-        found = ckpt.load_latest(out)
-        if found is None:
-            print(f"tagfold train: --resume: no checkpoint in {out}, starting from scratch", file=sys.stderr)
-        else:
-            state, path = found
-            saved = state["config"]
-            for key in ("model", "stage", "width", "labels"):
-                if saved.get(key) != getattr(cfg, key):
-                    raise ValueError(f"{path}: --resume with {key}={getattr(cfg, key)!r} but the checkpoint "
-                                     f"was trained with {key}={saved.get(key)!r}")
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
-            sched.load_state_dict(state["scheduler"])
-            _set_rng_state(state["rng"])
-            start_epoch, best_pr, history = state["epoch"], state["best_pr_auc"], list(state["history"])
-            if not quiet and rank == 0:
-                print(f"resumed from {path} after epoch {start_epoch}", file=sys.stderr)
+    # Run ids: a fresh run claims the folder (refusing, or with --overwrite deleting, an earlier
+    # run's files); --resume continues the folder's run and never reads another run's checkpoints.
+    from tagfold.pipeline.io import check_same_run, folder_run_id
+    labels_run = check_same_run([cfg.labels])
+    check_same_run([Path(cfg.prep) / "index.parquet"])
+    found = ckpt.load_latest(out, folder_run_id(out)) if cfg.resume else None
+    if rank == 0 and found is None:
+        if cfg.resume:
+            print(f"tagfold train: --resume: no checkpoint of this folder's run in {out}, starting from scratch",
+                  file=sys.stderr)
+        run_id = ckpt.start_fresh(out, cfg.overwrite)
+    else:
+        run_id = folder_run_id(out)
+    if found is not None:
+        state, path = found
+        if labels_run and state.get("labels_run") and state["labels_run"] != labels_run:
+            raise UserError(f"{path}: trained on {cfg.labels} of labels run {state['labels_run']}, but the file "
+                            f"now holds run {labels_run}: the labels changed; start a fresh run (--overwrite)")
+        saved = state["config"]
+        for key in ("model", "stage", "width", "labels"):
+            if saved.get(key) != getattr(cfg, key):
+                raise ValueError(f"{path}: --resume with {key}={getattr(cfg, key)!r} but the checkpoint "
+                                 f"was trained with {key}={saved.get(key)!r}")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        _set_rng_state(state["rng"])
+        start_epoch, best_pr, history = state["epoch"], state["best_pr_auc"], list(state["history"])
+        if not quiet and rank == 0:
+            print(f"resumed from {path} after epoch {start_epoch}", file=sys.stderr)
 
     net = model
     if world > 1:
@@ -374,7 +388,8 @@ def fit(cfg: TrainConfig, loader_factory: LoaderFactory | None = None, *, quiet:
             state = {"config": dataclasses.asdict(cfg), "epoch": epoch + 1, "model": model.state_dict(),
                      "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": _rng_state(),
                      "history": history, "best_pr_auc": best_pr, "tags": list(tags),
-                     "categories": list(categories), "input": cfg.input}
+                     "categories": list(categories), "input": cfg.input,
+                     "run_id": run_id, "labels_run": labels_run}
             # best.pt before the epoch file: a kill in between resumes from the previous epoch,
             # which redoes this one and rewrites best.pt identically.
             if is_best:
@@ -417,6 +432,9 @@ def parse_args(argv: list[str]) -> TrainConfig:
     p.add_argument("--max-steps", type=int, default=d.max_steps, help="train steps per epoch, 0 = all")
     p.add_argument("--keep", type=int, default=d.keep)
     p.add_argument("--resume", action="store_true", help="continue from the newest good checkpoint in --out")
+    p.add_argument("--overwrite", action="store_true",
+                   help="delete an earlier run's checkpoints and history in --out and start again "
+                        "(without it a fresh run into such a folder refuses)")
     a = p.parse_args(argv)
     demo = not a.data and not a.labels
     return TrainConfig(
@@ -424,7 +442,8 @@ def parse_args(argv: list[str]) -> TrainConfig:
         epochs=a.epochs or (8 if demo else d.epochs), batch_size=a.batch_size, lr=a.lr, schedule=a.schedule,
         step_epochs=a.step_epochs, weight_decay=a.weight_decay, grad_clip=a.grad_clip,
         width=a.width or (0.125 if demo else 1.0), crop_samples=a.crop_samples, seed=a.seed, device=a.device,
-        backend=a.backend, num_workers=a.num_workers, max_steps=a.max_steps, keep=a.keep, resume=a.resume)
+        backend=a.backend, num_workers=a.num_workers, max_steps=a.max_steps, keep=a.keep, resume=a.resume,
+        overwrite=a.overwrite)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -46,6 +46,10 @@ def _with_ingest_ids(table: pa.Table, tag_ids: pa.Array) -> pa.Table:
 
 
 STEPS = ("ingest", "stage1", "stage2", "vectors", "stage3")
+# what a pipeline run writes into --out; an earlier run's copies are removed when a run starts
+OUTPUT_NAMES = ("tags.parquet", "aliases.parquet", "track_tags.parquet", "ingest_report.json", "categories.parquet",
+                "categories.png", "stage2.parquet", "stage3.parquet", "fits.parquet", "stage3_distances.png",
+                "summary.json")
 
 
 class _Steps:
@@ -348,7 +352,7 @@ def _run_pipeline(out_dir: Path, config: PipelineConfig, side_process: bool | No
     from tagfold.pipeline.tags.collapse import collapse
     from tagfold.pipeline.tags.embed import EmbedResult, write_outputs
     from tagfold.pipeline.tags.ingest import ingest
-    from tagfold.pipeline.io import atomic_path, output_lock, write_parquet, write_text
+    from tagfold.pipeline.io import atomic_path, output_lock, start_run, write_parquet, write_text
     from tagfold.pipeline.selected import load_selected
 
     wall = time.perf_counter()
@@ -364,6 +368,8 @@ def _run_pipeline(out_dir: Path, config: PipelineConfig, side_process: bool | No
     remote = _SideProcess(side) if side_process else None
     try:
         with output_lock(out_dir):
+            # a new run id makes every earlier output here stale at once (readers refuse a mix)
+            start_run(out_dir, clear=OUTPUT_NAMES)
             steps.start("ingest")
             source = config.input
             if source is None:
