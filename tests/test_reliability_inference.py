@@ -138,6 +138,7 @@ def test_predict_memory_is_bounded_by_the_crops(tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     shape, growth_mib = r.stdout.rsplit(")", 1)
+    print(f"predict, 20 min of 48 kHz stereo WAV, 16 chunks: resident memory grew {int(growth_mib)} MiB")
     assert shape == "(16, 59049" and int(growth_mib) < 64, r.stdout
 
 
