@@ -362,6 +362,11 @@ def _main_from_csv(a, p) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if any(arg == "--benchmark" or arg.startswith("--benchmark=") for arg in argv):
+        # a published task with its own tags, value threshold and track lists (not Stage I/II/III)
+        from tagfold.pipeline.msd_top50 import main as benchmark_main
+        return benchmark_main(argv)
     p = argparse.ArgumentParser(prog="tagfold labels", description=__doc__.split("\n\n")[0])
     p.add_argument("--manifest", required=True)
     p.add_argument("--track-tags")
@@ -375,6 +380,8 @@ def main(argv: list[str] | None = None) -> int:
                    "Emotify emotion fractions per row; writes labels.parquet")
     p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
                    help=f"with --from-csv: an emotion is positive at fraction >= T (default {DEFAULT_THRESHOLD})")
+    p.add_argument("--benchmark", choices=["msd-top50"],
+                   help="build a published benchmark's labels instead (see tagfold labels --benchmark msd-top50 --help)")
     a = p.parse_args(sys.argv[1:] if argv is None else argv)
     try:
         if a.from_csv:
