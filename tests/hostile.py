@@ -259,3 +259,43 @@ def manifest(path: Path, root: Path, rows: list[tuple[str, str]], config: dict |
                       "artist": [None] * n, "split": ["train"] * n}, schema=SCHEMA)
     write_parquet(table, path, {"source": "hostile", "root": str(root), **(config or {})})
     return path
+
+
+# ----------------------------------------------------------------------------- names and file kinds
+
+# Track ids that would name files outside an output folder, or that a file system or shell reads
+# specially; `tagfold manifest` must refuse every one (prep-audio rejects them as bad_track_id).
+HOSTILE_TRACK_IDS = ["/abs/path/escape", "../../../somewhere", "sub/dir", "new\nline", ".hidden", "-opt", "",
+                     "x" * 129, "spa ce", "tab\t", "semi;colon", "caf\u00e9", "a\\b", "..", "."]
+
+
+def symlink_loop(d: Path, name: str = "loop.wav") -> Path:
+    """`name` -> `name`.b -> `name`: resolving either raises ELOOP (Python: RuntimeError)."""
+    a, b = d / name, d / f"{name}.b"
+    a.symlink_to(b)
+    b.symlink_to(a)
+    return a
+
+
+def dangling_link(d: Path, name: str = "dangling.mp3") -> Path:
+    p = d / name
+    p.symlink_to(d / f"{name}.missing")
+    return p
+
+
+def fifo(d: Path, name: str = "fifo.wav") -> Path:
+    """A named pipe named like audio: opening it for reading blocks until a writer comes."""
+    import os
+    p = d / name
+    os.mkfifo(p)
+    return p
+
+
+def long_wav(path: Path, seconds: int, sr: int = 48000, channels: int = 2) -> Path:
+    """A real `seconds`-long 16-bit WAV (one second of tones repeated), written in one pass: 20
+    minutes of 48 kHz stereo is 230 MB on disk, 460 MB as float32 frames once decoded."""
+    import soundfile as sf
+    one = np.stack([tone(1.0, sr, 440 + 220 * c, seed=c) for c in range(channels)], 1)
+    with sf.SoundFile(str(path), "w", sr, channels, "PCM_16") as f:
+        f.buffer_write((one * 32767).astype("<i2").tobytes() * seconds, dtype="int16")
+    return path

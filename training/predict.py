@@ -4,7 +4,7 @@
 
 Each file is cut into `n_chunks` evenly spaced 16 kHz crops whose predictions are averaged, by the
 inference path `tagfold evaluate` uses (training/inference.py): the chunks lie where evaluation puts
-them, and only their windows are decoded (seeking in WAV/FLAC/OGG, MP3 streamed in blocks), so a
+them, and only their windows are decoded (seeking in WAV/FLAC/AIFF, MP3 and Ogg streamed), so a
 one-hour file needs no more memory than a short one. A file that cannot be used is refused with
 prep-audio's reasons (missing_file, not_regular_file for a FIFO or directory, empty_file,
 decode_error, non_finite for NaN/Inf samples, silent, ...), reported on stderr and in the output
