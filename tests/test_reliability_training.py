@@ -305,3 +305,19 @@ def test_evaluate_and_resume_refuse_labels_of_another_run(data, tmp_path):
     assert r.returncode == 1 and f"trained on labels run {first}" in r.stderr and second in r.stderr, r.stderr
     r = run_train(d, out, "--epochs", "2", "--resume", check=False)
     assert r.returncode == 1 and f"labels run {first}" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_train_refuses_a_prep_index_left_from_an_earlier_run(data, tmp_path):
+    """prep-audio stamps its index with its run; a prep folder claimed by a newer run that did not
+    finish (its index.parquet still the old one) is refused by name, not trained on."""
+    import shutil
+
+    from tagfold.pipeline.io import folder_run_id, read_run_id, start_run
+    d = tmp_path / "data"
+    shutil.copytree(data / "prep", d / "prep")
+    shutil.copytree(data / "labels", d / "labels")
+    assert read_run_id(d / "prep" / "index.parquet") == folder_run_id(d / "prep") is not None
+    start_run(d / "prep")          # what a new prep-audio run into this folder does first
+    r = run_train(d, tmp_path / "run", "--epochs", "1", check=False)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert f"{d / 'prep' / 'index.parquet'} is from run" in r.stderr, r.stderr
