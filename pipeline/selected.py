@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tagfold.pipeline.errors import UserError
 
-CATEGORIES = ("genre", "emotion", "descriptive", "numeric")
+CATEGORIES = ("genre", "emotion", "descriptive", "number")
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-SR = 16000
+from tagfold.pipeline.constants import SAMPLE_RATE as SR
 
 
 # ----------------------------------------------------------------------------- tag files

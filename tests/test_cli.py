@@ -226,3 +226,15 @@ def test_library_user_errors_are_one_type():
     for cls in (OutputLocked, IngestError, CheckpointError):
         assert issubclass(cls, errors.UserError)
     assert OutputLocked("x").exit_code == errors.EXIT_LOCKED
+
+
+def test_chance_level_evaluate_prints():
+    """Random scores' expected macro PR-AUC: one positive among 4 tracks lands at rank j with
+    probability 1/4 and scores 1/j; a tag without a positive (or negative) is left out."""
+    import numpy as np
+
+    from tagfold.training.evaluate import chance_macro_pr_auc
+
+    y = np.array([[1, 0, 1], [0, 0, 1], [0, 0, 1], [0, 0, 1]])
+    assert chance_macro_pr_auc(y) == pytest.approx((1 + 1 / 2 + 1 / 3 + 1 / 4) / 4)
+    assert np.isnan(chance_macro_pr_auc(np.zeros((5, 2))))

@@ -3,7 +3,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import soundfile as sf
 
-from tagfold.pipeline.audio.demo import PARENTS, SR, DemoConfig, draw_latent, synthesize
+from tagfold.pipeline.audio.demo import PARENTS, DemoConfig, draw_latent, synthesize
+from tagfold.pipeline.constants import SAMPLE_RATE as SR
 from tagfold.pipeline.selected import load_selected
 from tagfold.training.features import log_mel_numpy
 
@@ -21,7 +22,7 @@ def test_latent_draw_shape():
         lat = draw_latent(rng, list(SEL.tags), list(SEL.categories))
         implied = {p for g in lat for p in PARENTS.get(g, ())}
         cats = [CAT[t] for t in lat if t not in implied]  # 'alternative' is an emotion in the thesis
-        assert cats.count("numeric") == 1 and 1 <= cats.count("emotion") <= 2 and len(set(lat)) == len(lat)
+        assert cats.count("number") == 1 and 1 <= cats.count("emotion") <= 2 and len(set(lat)) == len(lat)
         if "indie rock" in lat:
             assert {"indie", "rock"} <= set(lat)
 
@@ -85,7 +86,7 @@ def test_demo_end_to_end_prep_and_loader(tmp_path):
     assert latent.column_names == ["track_id", *SEL.tags]
     assert all(latent.schema.field(t).type == "uint8" for t in SEL.tags)
     y = np.stack([latent.column(t).to_numpy() for t in SEL.tags], 1)
-    numeric = [j for j, c in enumerate(SEL.categories) if c == "numeric"]
+    numeric = [j for j, c in enumerate(SEL.categories) if c == "number"]
     assert (y[:, numeric].sum(1) == 1).all() and (y.sum(1) >= 3).all()  # a decade, a genre, an emotion
     raw = dict(line.split(",", 1) for line in (out / "tags.csv").read_text().splitlines()[1:])
     assert list(raw) == latent.column("track_id").to_pylist() and all(raw.values())

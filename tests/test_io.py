@@ -30,7 +30,7 @@ def test_selected_tags_are_the_thesis_fifty():
     assert len(selected) == 50
     assert selected.tags[:3] == ("rock", "pop", "indie")
     assert {c: selected.categories.count(c) for c in set(selected.categories)} == {
-        "genre": 18, "emotion": 18, "descriptive": 9, "numeric": 5}
+        "genre": 18, "emotion": 18, "descriptive": 9, "number": 5}
 
 
 def test_selected_tags_bad_category_names_line(tmp_path):

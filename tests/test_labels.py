@@ -107,7 +107,7 @@ def test_cli(inputs, capsys):
             "--stage2", inputs["stage2"], "--stage3", inputs["stage3"], "--out", inputs["out"]]
     assert main(args) == 0
     err = capsys.readouterr().err
-    assert "read 9 = kept 8 + no audio 1" in err and "stage 3:" in err
+    assert "read 9 = kept 8 + no audio 1" in err and "Stage III:" in err
 
 
 @settings(max_examples=50, deadline=None)
