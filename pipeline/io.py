@@ -127,9 +127,24 @@ def start_run(folder: str | os.PathLike, run_id: str | None = None, clear: tuple
     return run_id
 
 
+def continue_run(folder: str | os.PathLike, inputs) -> str | None:
+    """For a step computed from earlier outputs (a stage command): its outputs in `folder` belong to
+    the run of its `inputs` (checked to be one run). Claims `folder` for that run when it holds
+    another, so the step's outputs there are never stamped with, or mixed with, an unrelated run."""
+    run_id = check_same_run(inputs)
+    if run_id and folder_run_id(folder) != run_id:
+        start_run(folder, run_id)
+    return run_id
+
+
 def read_run_id(path: str | os.PathLike) -> str | None:
-    """The run id a Parquet output was written by (None for files from before run ids)."""
-    raw = (pq.read_schema(path).metadata or {}).get(RUN_KEY)
+    """The run id a Parquet output was written by (None for files from before run ids, and for
+    inputs that are not Parquet, such as a tag list: their readers report what is wrong with them)."""
+    try:
+        metadata = pq.read_schema(path).metadata or {}
+    except (pa.ArrowInvalid, OSError):
+        return None
+    raw = metadata.get(RUN_KEY)
     return raw.decode() if raw else None
 
 

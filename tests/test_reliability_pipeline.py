@@ -323,3 +323,27 @@ def test_outputs_of_different_runs_are_refused_by_name(tmp_path):
     with pytest.raises(MixedRuns, match="different runs") as e:
         check_same_run([a / "stage2.parquet", b / "stage3.parquet"])
     assert str(a / "stage2.parquet") in str(e.value) and str(b / "stage3.parquet") in str(e.value)
+
+
+def test_stage_commands_keep_their_inputs_run(real_tags, tmp_path):
+    """A stage command's outputs carry its input's run, in whatever folder they go; a stage fed
+    the outputs of two runs (tags re-ingested since Stage II) refuses, naming both files."""
+    src = tmp_path / "tags.txt"
+    src.write_text("\n".join(real_tags[:2000]) + "\n", encoding="utf-8")
+    a, b = tmp_path / "a", tmp_path / "b"
+
+    def tagfold(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "tagfold.cli", *args], env=ENV, capture_output=True, text=True,
+                              timeout=300)
+
+    assert tagfold("ingest", str(src), "--out", str(a)).returncode == 0
+    r = tagfold("collapse", "--tags", str(a / "tags.parquet"), "--out", str(b))
+    assert r.returncode == 0, r.stderr[-2000:]
+    first = read_run_id(a / "tags.parquet")
+    assert first and read_run_id(b / "stage2.parquet") == first
+    assert tagfold("ingest", str(src), "--out", str(a)).returncode == 0     # the same tags, a new run
+    assert read_run_id(a / "tags.parquet") != first
+    r = tagfold("embed", "--tags", str(a / "tags.parquet"), "--stage2", str(b / "stage2.parquet"), "--out", str(b))
+    assert r.returncode == 1 and "different runs" in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert str(a / "tags.parquet") in r.stderr and str(b / "stage2.parquet") in r.stderr
+    assert not (b / "stage3.parquet").exists()
