@@ -455,7 +455,7 @@ def plot_shares(table: pa.Table, path: str | Path, title: str = "") -> Path:
 def main(argv: list[str]) -> int:
     import time
 
-    from tagfold.pipeline.io import output_lock, read_input_table, write_parquet
+    from tagfold.pipeline.io import continue_run, output_lock, read_input_table, write_parquet
     from tagfold.pipeline.options import parser
     from tagfold.pipeline.tags.options import add_stage1
 
@@ -472,6 +472,7 @@ def main(argv: list[str]) -> int:
     print(f"Stage I: score level {config.score_level}, {config.containment} containment, "
           f"vocabularies from {config.vocab_dir or 'the package'}", file=sys.stderr)
     with output_lock(args.out):
+        continue_run(args.out, [args.tags])   # its outputs belong to its input's run (never a mix)
         t0 = time.perf_counter()
         table = categorize(tags_table["tag"].to_pylist(), config, vocab=vocab, progress=True)
         table = table.set_column(0, "tag_id", tags_table["tag_id"].cast(pa.int32()))
