@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 
 from tagfold import stats
+from tagfold.pipeline.constants import ROMAN
 
-ROMAN = {1: "I", 2: "II", 3: "III"}
 TRUTH_TEXT = {"own": "own stage's labels", "stage1": "Stage I labels", "latent": "latent (true) tags"}
-CATEGORY_COLOURS = {"genre": "#1f77b4", "emotion": "#d62728", "descriptive": "#2ca02c", "numeric": "#9467bd",
-                    "number": "#9467bd", "other": "#7f7f7f"}
+CATEGORY_COLOURS = {"genre": "#1f77b4", "emotion": "#d62728", "descriptive": "#2ca02c", "number": "#9467bd",
+                    "other": "#7f7f7f"}
 
 
 @dataclass

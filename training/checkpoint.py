@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from tagfold.pipeline.io import atomic_path
+from tagfold.pipeline.constants import ROMAN
 from tagfold.pipeline.errors import UserError
 
 MAGIC = b"TAGFOLDCKPT1"
@@ -49,7 +50,7 @@ def describe(state: dict[str, Any]) -> str:
     """What a checkpoint holds, in the words of the error messages below."""
     cfg = state.get("config") or {}
     return (f"model {cfg.get('model')!r} width {cfg.get('width')} trained on {len(state.get('tags') or ())} tags "
-            f"(Stage {cfg.get('stage')})")
+            f"(Stage {ROMAN.get(cfg.get('stage'), cfg.get('stage'))})")
 
 
 def load_weights(model, state: dict[str, Any], path: str | Path, expected: str) -> None:

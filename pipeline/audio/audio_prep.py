@@ -277,7 +277,8 @@ def main(argv: list[str]) -> int:
         ap.error(f"--shard must be K/N with integers, got {a.shard!r}")
     cfg = PrepConfig(a.manifest, a.out, a.format, a.dtype, a.workers, k, n, a.tracks_per_shard,
                      a.crop_samples, a.root, a.max_seconds, a.allow_outside_root)
-    print(f"prep-audio: {cfg.manifest} -> {cfg.out} ({cfg.format}, {cfg.dtype}, {cfg.workers} workers, "
+    print(f"prep-audio: {cfg.manifest} -> {cfg.out} ({cfg.format}, {cfg.dtype}, "
+          f"{cfg.workers} worker{'s' if cfg.workers != 1 else ''}, "
           f"shard {k}/{n})", file=sys.stderr)
     s = prep_audio(cfg, progress=not a.quiet)
     print(f"prep-audio: this run kept {s['this_run_kept']} + rejected {s['this_run_rejected']}; "

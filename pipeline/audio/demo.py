@@ -20,21 +20,19 @@ latent.parquet (track_id, then one uint8 column per selected tag: the common gro
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import dataclasses
 import hashlib
 import io
-import multiprocessing as mp
 import sys
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
-from tagfold.pipeline.io import atomic_path, write_parquet, write_text
+from tagfold.pipeline.constants import SAMPLE_RATE
+from tagfold.pipeline.io import atomic_path, worker_pool, write_parquet, write_text
 
-SR = 16000
 PARAMS = ("tempo", "harmonics", "drive", "drums", "minor", "rolloff", "tremolo", "hiss", "brown")
 # Parents implied by compound genres, so latent labels stay consistent with how people tag.
 PARENTS = {"alternative rock": ("rock", "alternative"), "indie rock": ("indie", "rock"),
@@ -70,7 +68,7 @@ def _tag_offsets(tag: str, category: str) -> np.ndarray:
     rng = np.random.default_rng(int.from_bytes(hashlib.blake2b(tag.encode(), digest_size=8).digest(), "big"))
     v = rng.standard_normal(len(PARAMS))
     scale = {"genre": [40, 4, 1.5, 0.4, 0, 0, 0, 0, 0], "emotion": [10, 1, 0.3, 0.1, 1.0, 0.8, 0.3, 0, 0],
-             "descriptive": [5, 0.5, 0.3, 0.15, 0, 0.2, 0.1, 0, 0], "numeric": [0] * 9}[category]
+             "descriptive": [5, 0.5, 0.3, 0.15, 0, 0.2, 0.1, 0, 0], "number": [0] * 9}[category]
     offsets = v * np.asarray(scale, float)
     if category == "emotion" and tag in VALENCE_AROUSAL:
         val, aro = VALENCE_AROUSAL[tag]
@@ -98,16 +96,16 @@ def draw_latent(rng, tags, categories) -> list[str]:
         out += list(rng.choice(by["emotion"], size=int(rng.integers(1, 3)), replace=False))
     if by.get("descriptive"):
         out += list(rng.choice(by["descriptive"], size=int(rng.integers(0, 3)), replace=False))
-    if by.get("numeric"):
-        out.append(rng.choice(by["numeric"]))
+    if by.get("number"):
+        out.append(rng.choice(by["number"]))
     return list(dict.fromkeys(str(t) for t in out))
 
 
 def synthesize(latent: list[str], categories: dict[str, str], seconds: float, rng) -> np.ndarray:
     """Float32 mono 16 kHz clip for a set of latent tags (vectorised numpy)."""
     p = clip_params(latent, categories)
-    n = int(seconds * SR)
-    t = np.arange(n) / SR
+    n = int(seconds * SAMPLE_RATE)
+    t = np.arange(n) / SAMPLE_RATE
     beat = 60.0 / float(np.clip(p["tempo"], 50, 200))
     # melody: one scale note per beat over a root; minor third when the emotion says so
     third = 3 if p["minor"] > 0 else 4
@@ -115,7 +113,7 @@ def synthesize(latent: list[str], categories: dict[str, str], seconds: float, rn
     n_beats = int(np.ceil(seconds / beat)) + 1
     notes = 110.0 * 2 ** ((rng.integers(0, 12) + scale[rng.integers(0, 7, n_beats)]) / 12)
     f = notes[np.minimum((t / beat).astype(int), n_beats - 1)]
-    phase = 2 * np.pi * np.cumsum(f) / SR
+    phase = 2 * np.pi * np.cumsum(f) / SAMPLE_RATE
     h = int(np.clip(round(p["harmonics"]), 1, 12))
     k = np.arange(1, h + 1)
     amps = k ** -float(np.clip(p["rolloff"], 0.3, 3.0))
@@ -139,7 +137,7 @@ def synthesize(latent: list[str], categories: dict[str, str], seconds: float, rn
     decade = next((d for d in latent if d in DECADE_BAND), "2000s")
     level, alpha = DECADE_HISS[decade]
     X = np.fft.rfft(x)
-    freqs = np.fft.rfftfreq(n, 1 / SR)
+    freqs = np.fft.rfftfreq(n, 1 / SAMPLE_RATE)
     lo, hi = DECADE_BAND[decade]
     X *= 1 / (1 + (lo / np.maximum(freqs, 1)) ** 4) / (1 + (freqs / hi) ** 8)  # smooth band edges
     x = np.fft.irfft(X, n)
@@ -159,7 +157,7 @@ def _make_clip(args):
     tid = f"demo-{i:06d}"
     dest = Path(cfg.out) / "audio" / f"{tid}.flac"
     with atomic_path(dest) as tmp:
-        sf.write(str(tmp), x, SR, format="FLAC", subtype="PCM_16")
+        sf.write(str(tmp), x, SAMPLE_RATE, format="FLAC", subtype="PCM_16")
     raw = tagnoise.noisy_user_tags(latent, np.random.default_rng((cfg.seed, i, 1)),
                                    p_meaning=tagnoise.MEANING_RATE, n_unrelated=tagnoise.UNRELATED_PER_TRACK)
     return tid, latent, list(raw), len(x)
@@ -186,7 +184,7 @@ def generate(cfg: DemoConfig, tags=None, categories=None, progress=True) -> dict
         tags, categories = list(sel.tags), list(sel.categories)
     jobs = [(i, cfg, tags, categories) for i in range(cfg.n)]
     if cfg.workers > 1:
-        with mp.get_context("fork").Pool(cfg.workers) as pool:
+        with worker_pool(cfg.workers, "fork") as pool:
             rows = list(tqdm(pool.imap(_make_clip, jobs, chunksize=8), total=cfg.n, desc="demo-data",
                              file=sys.stderr, disable=not progress))
     else:
@@ -197,8 +195,8 @@ def generate(cfg: DemoConfig, tags=None, categories=None, progress=True) -> dict
     # splits because the set is fixed and small demos (tests use 24 clips) still need valid and test
     artists = [f"demo-artist-{i // 5:05d}" for i in range(cfg.n)]
     manifest = pa.table({
-        "track_id": ids, "path": [f"audio/{t}.flac" for t in ids], "duration": [r[3] / SR for r in rows],
-        "sample_rate": [SR] * cfg.n, "channels": [1] * cfg.n, "artist": artists,
+        "track_id": ids, "path": [f"audio/{t}.flac" for t in ids], "duration": [r[3] / SAMPLE_RATE for r in rows],
+        "sample_rate": [SAMPLE_RATE] * cfg.n, "channels": [1] * cfg.n, "artist": artists,
         "split": list(assign_splits(ids, artists, cfg.ratios, cfg.seed, method="rank"))}, schema=SCHEMA)
     write_parquet(latent_table(ids, [r[1] for r in rows], tags), out / "latent.parquet",
                   {**dataclasses.asdict(cfg), "selected_tags": list(tags), "categories": list(categories)})
@@ -214,18 +212,19 @@ def generate(cfg: DemoConfig, tags=None, categories=None, progress=True) -> dict
 
 
 def main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="tagfold demo-data", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--n", type=int, default=1000)
-    ap.add_argument("--seconds", type=float, default=10.0)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--workers", type=int, default=2)
+    from tagfold.pipeline.options import COUNT, POSITIVE, SEED, parser
+
+    d = DemoConfig(out="")
+    ap = parser("tagfold demo-data", __doc__)
+    ap.add_argument("--out", required=True, help="output folder (audio/, tags.csv, latent.parquet, manifest.parquet)")
+    ap.add_argument("--n", type=COUNT, default=d.n, help="number of clips")
+    ap.add_argument("--seconds", type=POSITIVE, default=d.seconds, help="length of each clip in seconds")
+    ap.add_argument("--seed", type=SEED, default=d.seed, help="random seed (same seed, same dataset)")
+    ap.add_argument("--workers", type=COUNT, default=d.workers, help="processes writing clips")
     a = ap.parse_args(argv)
-    if a.n < 1 or a.seconds <= 0:
-        ap.error("--n must be >= 1 and --seconds > 0")
     cfg = DemoConfig(a.out, a.n, a.seconds, a.seed, a.workers)
-    print(cfg, file=sys.stderr)
+    print(f"demo-data: {cfg.n} clips of {cfg.seconds:g} s, seed {cfg.seed}, "
+          f"{cfg.workers} worker{'s' if cfg.workers != 1 else ''} -> {cfg.out}", file=sys.stderr)
     from tagfold.pipeline.io import output_lock
     with output_lock(a.out):
         s = generate(cfg)
