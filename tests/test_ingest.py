@@ -326,3 +326,31 @@ def test_aliases_keep_raw_forms_findable(tmp_path):
         [0, 0, 0, 1, 1, None]
     assert get_normalised({"punk rock": {"punk"}}, "Punk  Rock") == {"punk"}
     assert res.tags.num_rows == 2
+
+
+def test_sqlite_bulk_and_row_by_row_readers_agree(tmp_path, monkeypatch):
+    """The ADBC bulk reader and the sqlite3 row reader give the same tables and counts, on a
+    database with merged tags, dangling links and rejected weights."""
+    path, _ = hostile.sqlite_bad_val(tmp_path / "lastfm_tags.db")
+    con = sqlite3.connect(path)
+    con.execute("INSERT INTO tags VALUES ('ROCK')")          # merges with 'rock'
+    con.execute("INSERT INTO tid_tag VALUES (1, 21, 55.0)")  # links to it
+    con.execute("INSERT INTO tid_tag VALUES (1, 99, 5.0)")   # dangling tag rowid
+    con.commit()
+    con.close()
+    bulk = read_tags(path, skip_bad=True)
+    assert ing._links_in_bulk(path, bulk.report.links_read) is not None
+    monkeypatch.setattr(ing, "_links_in_bulk", lambda *a: None)
+    rows = read_tags(path, skip_bad=True)
+    assert bulk.tags.equals(rows.tags) and bulk.track_tags.equals(rows.track_tags)
+    assert bulk.aliases.equals(rows.aliases)
+    assert bulk.report.to_dict() == rows.report.to_dict() and balanced(bulk.report)
+    assert bulk.report.links_merged == 0 and bulk.report.links_rejected == 4
+
+
+def test_sqlite_text_in_a_number_column_is_named(tmp_path):
+    """ADBC refuses such a column; the row reader then names the row."""
+    db = make_msd_db(tmp_path / "t.db", ["rock"], ["TR1"], [(1, 1, 50.0), ("x", 1, 10.0)])
+    with pytest.raises(IngestError, match=r"table tid_tag, rowid 2: table tid_tag: non-numeric cell"):
+        read_tags(db)
+    assert read_tags(db, skip_bad=True).report.links_rejected == 1

@@ -254,17 +254,19 @@ class _Links:
         self.tag: list[int] = []
         self.weight: list[float] = []
 
-    def table(self, track_ids: list[str] | None = None,
-              track=None, tag=None, weight=None) -> pa.Table:
-        track = np.asarray(self.track if track is None else track, dtype=np.int64)
-        tag = np.asarray(self.tag if tag is None else tag, dtype=np.int64)
-        weight = np.asarray(self.weight if weight is None else weight, dtype=np.float32)
-        if track_ids is None:
-            track_ids = list(self.track_index)
+    def table(self) -> pa.Table:
+        """The triples collected row by row (CSV)."""
+        tag = np.asarray(self.tag, dtype=np.int64)
         n_tags = int(tag.max()) + 1 if len(tag) else 1
-        key = track * n_tags + tag
+        key = np.asarray(self.track, dtype=np.int64) * n_tags + tag
+        return self.table_of_keys(list(self.track_index), key, n_tags, np.asarray(self.weight, np.float32))
+
+    def table_of_keys(self, track_ids: list[str], key: np.ndarray, n_tags: int, weight: np.ndarray) -> pa.Table:
+        """The table from key = track * n_tags + tag_id per link (the caller drops its own
+        arrays first: at MSD scale each is 73 MB)."""
         order = np.argsort(key, kind="stable")
-        key, weight = key[order], weight[order]
+        key, weight = key[order], weight[order].astype(np.float32)
+        del order
         first = np.ones(len(key), dtype=bool)
         first[1:] = key[1:] != key[:-1]
         starts = np.flatnonzero(first)
@@ -471,9 +473,14 @@ def _read_sqlite_tables(path: Path, con: sqlite3.Connection, col: _Collector, n_
         for i in np.flatnonzero(mask & ~rejected):
             col.bad(int(links["rowid"][i]), why(i), f"{path}: table tid_tag, rowid {links['rowid'][i]}", link=True)
         rejected |= mask
-    keep = ~rejected
-    out = _Links(col.report).table([t if t is not None else "" for t in track_ids],
-                                   track_of[keep], tag_of[keep], links["val"][keep])
+    keep = None if not rejected.any() else ~rejected  # all kept: no copies
+    del problems, rejected, bad_val, val_range, track_bad, ok_track, links
+    n_tags = int(tag_of.max()) + 1 if len(tag_of) else 1
+    key = track_of * n_tags + tag_of
+    del track_of, tag_of
+    if keep is not None:
+        key, val = key[keep], val[keep]
+    out = _Links(col.report).table_of_keys([t if t is not None else "" for t in track_ids], key, n_tags, val)
     col.counts = np.bincount(out["tag_id"].to_numpy(), minlength=len(col.counts)).tolist()
     return out
 
