@@ -317,12 +317,7 @@ def main(argv: list[str] | None = None) -> int:
                                   n_boot=a.n_boot).items() if v is not None}
     over.update(data=a.data, truth=a.truth, width=a.width, device=a.device, num_workers=a.num_workers)
     cfg = ExperimentConfig.quick(**over) if a.quick else ExperimentConfig(**over)
-    from tagfold.pipeline.io import OutputLocked
-    try:
-        run_experiment(cfg)
-    except (OutputLocked, FileNotFoundError, ValueError) as e:
-        print(f"tagfold experiment: {e}", file=sys.stderr)
-        return 1
+    run_experiment(cfg)   # a user error is one line from tagfold.cli's error boundary
     return 0
 
 

@@ -220,27 +220,23 @@ def main(argv: list[str]) -> int:
         ratios = tuple(float(x) for x in a.ratios.split(","))
     except ValueError:
         ap.error(f"--ratios must be 3 comma-separated numbers, got {a.ratios!r}")
-    try:
-        if a.csv:
-            table = build_manifest_from_folder(a.folder or Path(a.csv).parent, a.csv, artist_column=a.artist_column,
-                                               ratios=ratios, seed=a.seed, allow_outside_root=a.allow_outside_root,
-                                               split_method=a.split_method, skip_bad=a.skip_bad,
-                                               rejected=rejected)
-            cfg = ManifestConfig("folder", str(Path(a.csv).parent.resolve()), ratios, a.seed,
-                                 bool(a.artist_column), a.allow_outside_root, a.split_method)
-        elif a.msd_root:
-            if not a.msd_ids or any("=" not in s for s in a.msd_ids):
-                ap.error("--msd-root needs --msd-ids SPLIT=FILE [SPLIT=FILE ...]")
-            lists = dict(s.split("=", 1) for s in a.msd_ids)
-            table = build_manifest_msd(a.msd_root, lists, allow_outside_root=a.allow_outside_root,
-                                       skip_bad=a.skip_bad, rejected=rejected)
-            cfg = ManifestConfig("msd", str(Path(a.msd_root).resolve()), ratios, a.seed,
-                                 allow_outside_root=a.allow_outside_root)
-        else:
-            ap.error("give --csv (folder + CSV) or --msd-root with --msd-ids")
-    except (ValueError, OSError) as e:
-        print(f"tagfold manifest: {e}", file=sys.stderr)
-        return 2
+    if a.csv:
+        table = build_manifest_from_folder(a.folder or Path(a.csv).parent, a.csv, artist_column=a.artist_column,
+                                           ratios=ratios, seed=a.seed, allow_outside_root=a.allow_outside_root,
+                                           split_method=a.split_method, skip_bad=a.skip_bad,
+                                           rejected=rejected)
+        cfg = ManifestConfig("folder", str(Path(a.csv).parent.resolve()), ratios, a.seed,
+                             bool(a.artist_column), a.allow_outside_root, a.split_method)
+    elif a.msd_root:
+        if not a.msd_ids or any("=" not in s for s in a.msd_ids):
+            ap.error("--msd-root needs --msd-ids SPLIT=FILE [SPLIT=FILE ...]")
+        lists = dict(s.split("=", 1) for s in a.msd_ids)
+        table = build_manifest_msd(a.msd_root, lists, allow_outside_root=a.allow_outside_root,
+                                   skip_bad=a.skip_bad, rejected=rejected)
+        cfg = ManifestConfig("msd", str(Path(a.msd_root).resolve()), ratios, a.seed,
+                             allow_outside_root=a.allow_outside_root)
+    else:
+        ap.error("give --csv (folder + CSV) or --msd-root with --msd-ids")
     write_parquet(table, a.out, cfg)
     for where, _, reason in rejected:
         print(f"tagfold manifest: {where}: rejected: {reason}", file=sys.stderr)
