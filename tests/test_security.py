@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
+from hypothesis import given, settings, strategies as st
 
 import hostile
 from tagfold.training import checkpoint as ckpt
@@ -287,3 +288,21 @@ def test_symlink_loop_is_one_reject_in_manifest_and_in_prep(tmp_path):
     assert r.returncode == 0 and "read 2 = kept 1 + rejected 1" in r.stdout, r.stderr[-2000:]
     reasons = pq.read_table(tmp_path / "prep" / "rejects.parquet").column("reason").to_pylist()
     assert len(reasons) == 1 and reasons[0].startswith("symlink_loop"), reasons
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.text(max_size=140), st.from_regex(r"[A-Za-z0-9._/\\-]{0,12}", fullmatch=True)))
+def test_every_accepted_track_id_names_a_file_directly_inside_out(tid):
+    """Any text: an accepted id names one plain file in the output folder itself (no separator, no
+    '..', no hidden or option-like name, no whitespace); the ids above are the named regressions."""
+    from tagfold.pipeline.audio.manifest import BadTrack, check_track_id
+    out = Path("/tmp/tagfold-out")
+    try:
+        check_track_id(tid)
+    except BadTrack:
+        assert tid == "" or len(tid) > 128 or not tid.isascii() or any(c in tid for c in "/\\ \n\t") or \
+            tid[0] in ".-" or not all(c.isalnum() or c in "._-" for c in tid)
+        return
+    dest = out / f"{tid}.flac"
+    assert dest.parent == out and os.path.normpath(dest) == str(dest) and dest.name == f"{tid}.flac"
+    assert not tid.startswith((".", "-")) and tid.strip() == tid and 1 <= len(tid) <= 128
