@@ -91,7 +91,9 @@ def resampled_length(frames: int, samplerate: int) -> int:
 
 def _resample(x: np.ndarray, samplerate: int) -> np.ndarray:
     import soxr
-    return x if samplerate == SAMPLE_RATE else soxr.resample(x, samplerate, SAMPLE_RATE, quality="HQ").astype(np.float32)
+    if samplerate == SAMPLE_RATE:
+        return x
+    return soxr.resample(x, samplerate, SAMPLE_RATE, quality="HQ").astype(np.float32)
 
 
 def _check_finite(x: np.ndarray) -> None:
