@@ -123,33 +123,50 @@ def tag_run(tmp_path_factory):
     return root
 
 
-def user_error_cases(root):
-    """(name, argv, exit code, text the one line must hold) for inputs a user gets wrong."""
-    out = root / "out"
-    (root / "not.parquet").write_text("hello")
-    (root / "folder.txt").mkdir(exist_ok=True)
-    return [
-        ("missing input", ["pipeline", "--input", root / "nope.txt", "--out", root / "o1"], 1, "nope.txt"),
-        ("folder as input", ["ingest", root / "folder.txt", "--out", root / "o2"], 1, "is a folder"),
-        ("not Parquet", ["categorize", "--tags", root / "not.parquet", "--out", root / "o3"], 1, "not a Parquet file"),
-        ("missing Parquet", ["embed", "--tags", root / "none.parquet", "--stage2", out / "stage2.parquet",
-                             "--out", root / "o4"], 1, "none.parquet: no such file"),
-        ("page out of range", ["query", "rock", "--out", out, "--page", "99"], 1, "out of range"),
-        ("unknown selected-tags file", ["collapse", "--tags", out / "tags.parquet", "--out", root / "o5",
-                                        "--selected", root / "no.csv"], 1, "no.csv"),
-        ("score without gold tags", ["score", out / "stage2.parquet"], 1, "none of the"),
-        ("not a checkpoint", ["evaluate", "--checkpoint", root / "not.parquet", "--out", root / "o6"], 1,
-         "not a tagfold checkpoint"),
-    ]
+def _checkpoint_without_weights(root):
+    from tagfold.training import checkpoint as ckpt
+
+    path = root / "bare.pt"
+    ckpt.save({"config": {"model": "wave", "width": 0.125, "stage": 2}, "tags": ["rock"]}, path)
+    return path
 
 
-def test_user_errors_are_one_line_without_traceback(tag_run):
-    for name, argv, code, text in user_error_cases(tag_run):
-        r = tagfold(*argv)
-        assert r.returncode == code, (name, r.stderr[-2000:])
-        assert "Traceback" not in r.stderr and text in r.stderr, (name, r.stderr[-2000:])
-        lines = [line for line in r.stderr.splitlines() if line.startswith("tagfold ")]
-        assert len(lines) == 1, (name, r.stderr)
+def _a_wav(root):
+    import hostile
+
+    return hostile.wav_ok(root / "a.wav", seconds=1.0)
+
+
+# name -> root -> (argv, exit code, text the one line must hold), for inputs a user gets wrong
+USER_ERRORS = {
+    "missing input": lambda r: (["pipeline", "--input", r / "nope.txt", "--out", r / "o1"], 1, "nope.txt"),
+    "folder as input": lambda r: (["ingest", r / "folder.txt", "--out", r / "o2"], 1, "is a folder"),
+    "not Parquet": lambda r: (["categorize", "--tags", r / "not.parquet", "--out", r / "o3"], 1,
+                              "not a Parquet file"),
+    "missing Parquet": lambda r: (["embed", "--tags", r / "none.parquet", "--stage2", r / "out" / "stage2.parquet",
+                                   "--out", r / "o4"], 1, "none.parquet: no such file"),
+    "page out of range": lambda r: (["query", "rock", "--out", r / "out", "--page", "99"], 1, "out of range"),
+    "no pipeline output": lambda r: (["query", "rock", "--out", r / "empty"], 1, "not found"),
+    "unknown selected-tags file": lambda r: (["collapse", "--tags", r / "out" / "tags.parquet", "--out", r / "o5",
+                                              "--selected", r / "no.csv"], 1, "no.csv"),
+    "score without gold tags": lambda r: (["score", r / "out" / "stage2.parquet"], 1, "none of the"),
+    "not a checkpoint": lambda r: (["evaluate", "--checkpoint", r / "not.parquet", "--out", r / "o6"], 1,
+                                   "not a tagfold checkpoint"),
+    "checkpoint without weights": lambda r: (["predict", _a_wav(r), "--checkpoint", _checkpoint_without_weights(r)],
+                                             1, "expected a checkpoint written by `tagfold train`"),
+    "bad option value": lambda r: (["demo-data", "--out", r / "o7", "--seconds", "-2"], 2, "a number > 0"),
+}
+
+
+@pytest.mark.parametrize("name", list(USER_ERRORS))
+def test_user_error_is_one_line_without_traceback(name, tag_run):
+    (tag_run / "not.parquet").write_text("hello")
+    (tag_run / "folder.txt").mkdir(exist_ok=True)
+    argv, code, text = USER_ERRORS[name](tag_run)
+    r = tagfold(*argv)
+    assert r.returncode == code, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr and text in r.stderr, r.stderr[-2000:]
+    assert len([line for line in r.stderr.splitlines() if line.startswith("tagfold ")]) == 1, r.stderr
 
 
 def test_closed_pipe_ends_quietly(tag_run):
