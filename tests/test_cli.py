@@ -214,6 +214,28 @@ def test_full_disk_is_one_line_and_leaves_no_file(tmp_path, monkeypatch, capsys)
     assert not [p.name for p in out.iterdir() if p.suffix in (".parquet", ".tmp")]
 
 
+@pytest.mark.parametrize("err, cause", [(errno.EACCES, "Permission denied"),
+                                        (errno.EROFS, "Read-only file system (choose a writable output folder)"),
+                                        (errno.ENOSPC, "No space left on device (free some space")])
+def test_os_errors_name_the_path_and_cause(err, cause, tmp_path, monkeypatch, capsys):
+    """Whoever runs the tests (root reads anything), an OS error while writing an output is one
+    line naming the folder and the cause, and the output folder holds no partial file."""
+    import tempfile
+
+    src = tmp_path / "tags.txt"
+    src.write_text("rock\n")
+    out = tmp_path / "o"
+
+    def refuse(*args, dir=None, **kwargs):
+        raise OSError(err, os.strerror(err), str(dir))
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    assert cli.main(["ingest", str(src), "--out", str(out)]) == errors.EXIT_FAILURE
+    line = capsys.readouterr().err
+    assert line.startswith(f"tagfold ingest: {out}: {cause}") and line.count("\n") == 1, line
+    assert not list(out.glob("*.parquet"))
+
+
 # ----------------------------------------------------------------------------- checkpoints
 
 def test_checkpoint_for_another_model_says_what_it_holds(tmp_path):
