@@ -19,10 +19,10 @@ EXIT_CLOSED_PIPE = 141  # stdout closed early (`tagfold query rock | head -3`; 1
 EXIT_CODES = {
     EXIT_OK: "success",
     EXIT_FAILURE: "bad input data, a missing, unreadable or damaged file, a full disk or read-only folder",
-    EXIT_USAGE: "an option or argument outside its documented range or format",
+    EXIT_USAGE: "an option or argument outside its documented range or format (nothing was run)",
     EXIT_LOCKED: "the output folder is in use by another tagfold run",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
-    EXIT_CLOSED_PIPE: "the reader of stdout went away (e.g. `| head`); ends quietly",
+    EXIT_CLOSED_PIPE: "the reader of stdout went away (output piped into `head`); ends quietly",
 }
 
 

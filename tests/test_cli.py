@@ -277,3 +277,15 @@ def test_chance_level_evaluate_prints():
     y = np.array([[1, 0, 1], [0, 0, 1], [0, 0, 1], [0, 0, 1]])
     assert chance_macro_pr_auc(y) == pytest.approx((1 + 1 / 2 + 1 / 3 + 1 / 4) / 4)
     assert np.isnan(chance_macro_pr_auc(np.zeros((5, 2))))
+
+
+def test_readme_exit_code_table_is_the_one_in_errors():
+    """One exit-code table: the README's is tagfold.pipeline.errors.EXIT_CODES, row for row."""
+    import re
+
+    from tagfold.pipeline.paths import PROJECT_ROOT
+
+    readme = (PROJECT_ROOT / "README.md").read_text("utf-8")
+    rows = dict(re.findall(r"^\| (\d+) \| (.+?) \|$", readme.split("| exit code | meaning |", 1)[1], re.M))
+    assert {int(code): text for code, text in rows.items()} == errors.EXIT_CODES
+
