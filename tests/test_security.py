@@ -306,3 +306,18 @@ def test_every_accepted_track_id_names_a_file_directly_inside_out(tid):
     dest = out / f"{tid}.flac"
     assert dest.parent == out and os.path.normpath(dest) == str(dest) and dest.name == f"{tid}.flac"
     assert not tid.startswith((".", "-")) and tid.strip() == tid and 1 <= len(tid) <= 128
+
+
+def test_manifest_and_prep_inputs_that_are_not_files(tmp_path):
+    """A FIFO or folder given as the track CSV, a missing or foreign manifest: one line, no hang."""
+    fifo = hostile.fifo(tmp_path, "tracks.csv")
+    notes = hostile.text_as_audio(tmp_path, "notes.parquet")
+    cases = {("manifest", "--csv", str(fifo)): "not regular file (a named pipe (FIFO))",
+             ("manifest", "--csv", str(tmp_path)): "not regular file (a directory)",
+             ("manifest", "--csv", str(tmp_path / "none.csv")): "missing file",
+             ("prep-audio", "--manifest", str(tmp_path / "none.parquet")): "no such file",
+             ("prep-audio", "--manifest", str(notes)): "not a Parquet file"}
+    for args, message in cases.items():
+        r = subprocess.run([sys.executable, "-m", "tagfold.cli", *args, "--out", str(tmp_path / "o")], env=ENV,
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 1 and message in r.stderr and "Traceback" not in r.stderr, (args, r.stderr[-2000:])

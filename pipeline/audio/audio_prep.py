@@ -175,7 +175,8 @@ def _check_layout(out: Path, cfg: PrepConfig) -> None:
 def _rows(cfg: PrepConfig) -> list[tuple[str, str, Path | Rejected]]:
     """(track_id, manifest path, absolute path or the Rejected reason) per manifest row."""
     from tagfold.pipeline.audio.manifest import BadTrack, OutsideRoot, check_track_id, resolve_track_path
-    manifest = pq.read_table(cfg.manifest, columns=["track_id", "path"])
+    from tagfold.pipeline.io import read_input_table
+    manifest = read_input_table(cfg.manifest, columns=["track_id", "path"])   # one line if missing or foreign
     # a relative root (the demo's ".") is relative to the manifest's folder, so the data can move
     root = Path(cfg.manifest).resolve().parent / (cfg.root or read_config(cfg.manifest).get("root") or ".")
     ids, paths = manifest.column("track_id").to_pylist(), manifest.column("path").to_pylist()

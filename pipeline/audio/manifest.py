@@ -63,6 +63,17 @@ TRACK_ID_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
 TRACK_ID_RULE = "1-128 characters from A-Z a-z 0-9 . _ -, not starting with . or -"
 
 
+def _regular_input(path) -> None:
+    """A CSV or id list the user named must be a regular file: a FIFO would block the read forever."""
+    from tagfold.pipeline.decode import Rejected, check_regular_file
+    try:
+        check_regular_file(path)
+    except Rejected as e:
+        code, _, detail = str(e).partition(": ")
+        raise UserError(f"{path}: cannot be read as a list of tracks: {code.replace('_', ' ')}"
+                        + (f" ({detail})" if detail else "")) from None
+
+
 def check_track_id(track_id) -> str:
     """`track_id` if it is safe to use as a file name (TRACK_ID_RULE), else BadTrack."""
     if not isinstance(track_id, str) or not TRACK_ID_RE.fullmatch(track_id):
@@ -126,6 +137,7 @@ def build_manifest_from_folder(audio_dir, tags_csv, *, id_column="track_id", fil
     tags_csv, audio_dir = Path(tags_csv), Path(audio_dir)
     root = tags_csv.parent
     ids, paths, artists = [], [], []
+    _regular_input(tags_csv)
     with open(tags_csv, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         for col in (id_column, artist_column):
@@ -174,6 +186,7 @@ def build_manifest_msd(root, id_lists: dict[str, str | Path], *, artists: dict[s
     for split, list_path in id_lists.items():
         if split not in SPLITS:
             raise UserError(f"{list_path}: split must be one of {SPLITS}, got {split!r}")
+        _regular_input(list_path)
         for line, tid in enumerate(Path(list_path).read_text("utf-8").splitlines(), start=1):
             tid = tid.strip()
             if not tid:
