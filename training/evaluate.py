@@ -122,6 +122,7 @@ def _check_runs(path, state: dict) -> None:
     from tagfold.pipeline.io import check_same_run
     labels = Path(state["config"]["labels"])
     now = check_same_run([labels, labels.with_name("labels_stage1.parquet")])
+    check_same_run([Path(state["config"]["prep"]) / "index.parquet"])   # not a prep run's stale index
     trained = state.get("labels_run")
     if trained and now and trained != now:
         raise UserError(f"{path}: trained on labels run {trained}, but {labels} now holds run {now}: "
