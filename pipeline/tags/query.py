@@ -37,8 +37,12 @@ def tag_mapping(out_dir: str | Path, text: str) -> str:
     lookup = TagLookup.from_dir(out_dir)
     tag_id = lookup.find(text)
     if tag_id is None:
+        from tagfold.pipeline.io import read_config
+
+        stage2 = out_dir / "stage2.parquet"
+        valid = (read_config(stage2).get("selected") or ()) if stage2.exists() else ()
         raise UserError(f"{text!r} is neither a selected tag nor a tag of {out_dir / 'tags.parquet'} "
-                       "(raw or normalised form)")
+                        f"(raw or normalised form); valid tags: {', '.join(valid)}")
     lines = [f"{text!r} is tag {tag_id} {lookup.tag_of_id[tag_id]!r}"]
     for stage, how in ((2, "rule"), (3, "source")):
         path = out_dir / f"stage{stage}.parquet"
