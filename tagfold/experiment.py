@@ -90,7 +90,7 @@ def _sha256(path: Path) -> str:
 
 
 # Keys that do not change what a run computes: left out of its identity.
-_NOT_IDENTITY = ("out", "resume", "num_workers", "keep")
+_NOT_IDENTITY = ("out", "resume", "overwrite", "num_workers", "keep")
 
 
 def run_identity(train_cfg) -> dict:

@@ -145,7 +145,8 @@ def start_fresh(run_dir: str | Path, overwrite: bool) -> str:
     from tagfold.pipeline.io import start_run
     run_dir = Path(run_dir)
     epochs = epoch_files(run_dir)
-    others = sorted(p.name for pattern in RUN_OUTPUTS[1:] for p in run_dir.glob(pattern))
+    # what a trained epoch leaves (config.json and plots alone are no run worth keeping)
+    others = sorted(p.name for pattern in ("best.pt", "history.csv", "history.parquet") for p in run_dir.glob(pattern))
     if (epochs or others) and not overwrite:
         shown = ", ".join(([f"{len(epochs)} epoch files up to {epochs[0].name}"] if epochs else []) + others)
         raise UserError(f"{run_dir} holds an earlier run ({shown}): pass --resume to continue it, "
