@@ -240,3 +240,18 @@ def test_chunk_starts_floor_not_round():
     assert chunk_starts(9, 3, 4).tolist() == [0, 2, 5]
     assert chunk_starts(19, 3, 4).tolist() == [0, 7, 15]
     assert chunk_starts(3, 4, 4).tolist() == [0, 0, 0, 0]
+
+
+def test_chunk_starts_arguments():
+    assert chunk_starts(5, 2, 1).tolist() == [0, 4]                  # a 1-sample crop is a valid crop
+    for n_chunks, crop in ((0, 4), (3, 0)):
+        with pytest.raises(ValueError, match="n_chunks and crop must be >= 1"):
+            chunk_starts(10, n_chunks, crop)
+
+
+def test_predict_tracks_shows_progress_only_when_asked(capfd):
+    chunks = _stub_chunks(3)
+    predict_tracks(ChunkLogits(), lambda x: x, chunks.__getitem__, list(chunks), batch_tracks=1, desc="scoring")
+    assert "scoring" in capfd.readouterr().err                       # long work shows progress by default
+    predict_tracks(ChunkLogits(), lambda x: x, chunks.__getitem__, list(chunks), batch_tracks=1, progress=False)
+    assert capfd.readouterr().err == ""
