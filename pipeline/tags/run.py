@@ -17,7 +17,7 @@ import gc
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import pyarrow as pa
@@ -95,6 +95,7 @@ class _SideStages:
         self.config, self.selected = config, selected
         self.steps = _Steps()
         self.kv = self.figure = None
+        self.cache_dir = None
 
     def prepare(self) -> None:
         """What needs no tags: imports, and the vectors unless they are trained on the tags."""
@@ -143,9 +144,12 @@ class _SideStages:
             self.kv = load_vectors(self.config.embed.vectors, track_tags=track_tags, tags=tags_table)
             self.steps.pause("vectors")
         self.steps.start("stage3")
-        d = self._distances = embed_distances(self.tags, self.selected, self.kv, self.config.embed)
+        embed = self.config.embed
+        if embed.cache_dir is None and self.cache_dir is not None:
+            embed = replace(embed, cache_dir=self.cache_dir)
+        d = self._distances = embed_distances(self.tags, self.selected, self.kv, embed)
         if self.config.plots:
-            self.figure = draw_distance_grid(d.distances, d.mean, d.std, d.cuts, self.selected)
+            self.figure = draw_distance_grid(d.distances, d.mean, d.std, d.cuts, self.selected, d.measure)
         self.steps.pause("stage3")
 
     def stage3(self, stage2: pa.Table):
@@ -364,6 +368,9 @@ def _run_pipeline(out_dir: Path, config: PipelineConfig, side_process: bool | No
         side_process = _can_fork()
 
     side = _SideStages(config, selected)
+    # Stage III's vector cache lives in the output folder, so a re-run only encodes new tags;
+    # kept out of the saved config, which must not depend on where the output folder is.
+    side.cache_dir = str(out_dir / "vector_cache")
     # Forked before the lock is taken, so the side process never holds it.
     remote = _SideProcess(side) if side_process else None
     try:
@@ -462,7 +469,8 @@ def main(argv: list[str]) -> int:
         config = PipelineConfig(
             input=args.input, format=args.format, skip_bad=args.skip_bad, selected=args.selected,
             categorize=CategorizeConfig(score_level=args.score_level, containment=args.containment),
-            embed=EmbedConfig(percentile=args.percentile, pooling=args.pooling, vectors=args.vectors),
+            embed=EmbedConfig(percentile=args.percentile, pooling=args.pooling, vectors=args.vectors, cut=args.cut,
+                              threshold=args.threshold),
             plots=not args.no_plots)
         run_pipeline(args.out, config)
     except (OutputLocked, FileNotFoundError, ValueError) as e:
