@@ -14,6 +14,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from tagfold.pipeline.errors import UserError
+
 
 @dataclass(frozen=True)
 class DemoBuild:
@@ -37,7 +39,7 @@ def _check_same_demo(manifest: Path, build: DemoBuild) -> None:
     wanted = dataclasses.asdict(build)
     differ = [k for k in ("n", "seconds", "seed") if k in saved and saved[k] != wanted[k]]
     if differ:
-        raise ValueError(f"{manifest.parent}: holds a demo made with "
+        raise UserError(f"{manifest.parent}: holds a demo made with "
                          + ", ".join(f"{k}={saved[k]!r}" for k in differ) + "; this run wants "
                          + ", ".join(f"{k}={wanted[k]!r}" for k in differ) + " (use another folder or remove it)")
 
@@ -80,10 +82,10 @@ def build_demo(root: str | Path, build: DemoBuild = DemoBuild(), progress: bool 
 
 def train_main(argv: list[str] | None = None) -> int:
     """`tagfold train`: training.train's command, with the demo built first when no data is given."""
-    from tagfold.training import train
+    from tagfold.training.config import parse_args   # before torch is imported: --help answers at once
 
     argv = sys.argv[1:] if argv is None else list(argv)
-    cfg = train.parse_args(argv)
+    cfg = parse_args(argv)
     if not cfg.data and not cfg.labels:
         from tagfold.pipeline.paths import DEFAULT_OUT
         try:
@@ -91,4 +93,6 @@ def train_main(argv: list[str] | None = None) -> int:
         except (FileNotFoundError, ValueError) as e:
             print(f"tagfold train: building the demo: {e}", file=sys.stderr)
             return 1
+    from tagfold.training import train
+
     return train.main(argv)

@@ -289,3 +289,13 @@ def test_readme_exit_code_table_is_the_one_in_errors():
     rows = dict(re.findall(r"^\| (\d+) \| (.+?) \|$", readme.split("| exit code | meaning |", 1)[1], re.M))
     assert {int(code): text for code, text in rows.items()} == errors.EXIT_CODES
 
+
+
+def test_train_help_and_refusals_do_not_load_torch():
+    """`tagfold train --help` and a refused option answer before torch is imported (seconds saved)."""
+    code = ("import sys\nfrom tagfold import cli\nfor argv in (['train', '--help'], ['train', '--epochs', '0']):\n"
+            "    try:\n        cli.main(argv)\n    except SystemExit:\n        pass\nprint('torch' in sys.modules)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.stdout.strip().splitlines()[-1] == "False", r.stdout[-500:] + r.stderr[-2000:]
+    from tagfold.training import config, models
+    assert config.MODEL_NAMES == tuple(models.REGISTRY)
