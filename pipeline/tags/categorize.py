@@ -457,6 +457,7 @@ def main(argv: list[str]) -> int:
 
     from tagfold.pipeline.io import continue_run, output_lock, read_input_table, write_parquet
     from tagfold.pipeline.options import parser
+    from tagfold.pipeline.tags.ids import to_ingest_ids
     from tagfold.pipeline.tags.options import add_stage1
 
     p = parser("tagfold categorize", __doc__.split("\n")[0])
@@ -475,7 +476,7 @@ def main(argv: list[str]) -> int:
         continue_run(args.out, [args.tags])   # its outputs belong to its input's run (never a mix)
         t0 = time.perf_counter()
         table = categorize(tags_table["tag"].to_pylist(), config, vocab=vocab, progress=True)
-        table = table.set_column(0, "tag_id", tags_table["tag_id"].cast(pa.int32()))
+        table = to_ingest_ids(table, tags_table["tag_id"].combine_chunks())
         elapsed = time.perf_counter() - t0
         meta = {"categorize": asdict(config), "vocab_sources": list(vocab.sources),
                 "vocab_fingerprint": vocab.fingerprint(),
