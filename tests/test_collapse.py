@@ -274,3 +274,36 @@ def test_word_forms_glued_decades_and_truncations(tag, expected):
 
 def test_word_form_rule_is_reported():
     assert rules_of(["metalero"])[("metalero", "metal")] == "form"
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from tagfold.pipeline.tags.collapse import SEPARATOR, tokens_with_separators  # noqa: E402
+
+# Letters of several scripts, spaces, dashes and punctuation; no digits (digits next to a
+# dash form detached decades, '70 -er', which are read before parts are split).
+_TAG_TEXT = st.text(st.one_of(st.sampled_from(" -- -\t'&+.:/"), st.characters(categories=("L", "So"))), max_size=60)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_TAG_TEXT)
+def test_separators_only_add_marks_between_the_plain_tokens(tag):
+    """Reading a tag part by part never loses, adds or reorders a word (unicode, empty, long)."""
+    got = tokens_with_separators(tag)
+    assert [t for t in got if t != SEPARATOR] == tokenize(tag)
+    assert not got or (got[0] != SEPARATOR and got[-1] != SEPARATOR)
+    assert all(not (a == b == SEPARATOR) for a, b in zip(got, got[1:]))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(_TAG_TEXT, max_size=8))
+def test_collapse_never_fails_and_targets_are_selected_tags(tags):
+    table = collapse(tags)
+    assert set(table.column("target").to_pylist()) <= set(load_selected().tags)
+    assert set(table.column("tag_id").to_pylist()) <= set(range(len(tags)))
+
+
+def test_very_long_separated_tag():
+    tag = " - ".join(["rock"] * 2000 + ["daft punk digital love"])
+    assert targets_of([tag])[tag] == ["rock"]

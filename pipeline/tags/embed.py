@@ -305,6 +305,9 @@ def similarity_scores(cosine: np.ndarray, cut: str) -> np.ndarray:
     """
     if cut == "cosine":
         return cosine
+    # float64: subtracting a row's mean or runner-up in float32 can tie the best target with
+    # another one and so change which target a tag folds into.
+    cosine = cosine.astype(np.float64)
     if cut == "center":
         return cosine - cosine.mean(axis=1, keepdims=True)
     if cut == "margin":
