@@ -203,3 +203,17 @@ def test_folder_scan_lists_every_entry_named_like_audio(checkpoint, tmp_path):
         "album.flac": "not_regular_file: a directory", "pipe.ogg": "not_regular_file: a named pipe (FIFO)",
         "linked_dir.wav": "not_regular_file: a directory"}
     assert "read 7 = predicted 2 + failed 5" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_predict_sees_the_chunks_evaluate_sees(shared, tmp_path):
+    """The same real clip, prepped (what evaluate reads) and read from its MP3 (what predict reads):
+    the same 16 chunks, sample for sample (float32 prep, up to the resampler's edge effects)."""
+    from tagfold.pipeline.audio.audio_prep import PrepConfig, prep_audio
+    from tagfold.training.loaders import eval_chunks
+    src = shared / "emotify" / "audio" / "emotify-004.mp3"
+    manifest = hostile.manifest(tmp_path / "m.parquet", src.parent, [("emotify-004", src.name)])
+    prep_audio(PrepConfig(str(manifest), str(tmp_path / "prep"), dtype="float32"), progress=False)
+    evaluated = eval_chunks(tmp_path / "prep", "emotify-004", n_chunks=16, crop_samples=59049)
+    predicted = file_chunks(src, 16, 59049)
+    np.testing.assert_allclose(predicted, evaluated, atol=2e-4)
+    assert np.abs(evaluated).max() > 0.05
