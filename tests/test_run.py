@@ -5,6 +5,7 @@ import sys
 import pyarrow.parquet as pq
 import pytest
 
+from tagfold.pipeline.errors import UserError
 from tagfold.pipeline.io import RUN_KEY, read_config
 from tagfold.pipeline.tags.query import folded_into, format_page
 from tagfold.pipeline.tags.run import PipelineConfig, run_pipeline
@@ -20,7 +21,7 @@ OUTPUTS = {
 
 def input_tags(real_tags):
     """Every 10th real tag plus the named thesis examples: big enough for stable normal fits."""
-    return real_tags[::10] + ["hiphop", "4-amhappy-dancing", "happy"]
+    return real_tags[::10] + ["hiphop", "4-amhappy-dancing", "happy", "Punk  Rock"]
 
 
 @pytest.fixture(scope="module")
@@ -73,11 +74,27 @@ def test_query_lists_folded_tags_sorted_and_paged(pipeline_out):
 
 def test_query_unknown_tag_lists_the_valid_ones(pipeline_out):
     out, _ = pipeline_out
-    with pytest.raises(KeyError, match="'hapy' is not a selected tag.*valid tags: rock, pop"):
+    with pytest.raises(UserError, match="'hapy' is not a selected tag.*valid tags: rock, pop"):
         folded_into(out, "hapy", 2)
     proc = subprocess.run([sys.executable, "-m", "tagfold.cli", "query", "hapy", "--out", str(out)],
                           capture_output=True, text=True)
     assert proc.returncode == 1 and "valid tags" in proc.stderr
+
+
+def test_query_finds_a_tag_by_raw_or_normalised_form(pipeline_out):
+    out, _ = pipeline_out
+    tags = pq.read_table(out / "tags.parquet").to_pydict()
+    punk_rock = tags["tag_id"][tags["tag"].index("punk rock")]
+    assert {"alias": "Punk  Rock", "tag_id": punk_rock} in pq.read_table(out / "aliases.parquet").to_pylist()
+    for text in ("Punk  Rock", "punk rock", "PUNK ROCK"):
+        proc = subprocess.run([sys.executable, "-m", "tagfold.cli", "query", text, "--out", str(out)],
+                              capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        assert f"is tag {punk_rock} 'punk rock'" in proc.stdout and "Stage II: punk" in proc.stdout
+    # a selected tag is found whatever its case
+    proc = subprocess.run([sys.executable, "-m", "tagfold.cli", "query", "Happy", "--out", str(out), "--stage", "2"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0 and "'4-amhappy-dancing'" in proc.stdout, proc.stderr
 
 
 def test_missing_input_is_a_clear_error(tmp_path):
