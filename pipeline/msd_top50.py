@@ -194,7 +194,7 @@ def build(cfg: MsdTop50Config) -> dict:
 def main(argv: list[str]) -> int:
     from tagfold.pipeline.options import parser
 
-    p = parser(f"tagfold labels --benchmark {NAME}", __doc__.split("\n\n")[0],
+    p = parser("tagfold labels", __doc__.split("\n\n")[0],
                epilog=f"writes OUT/{LABELS_FILE}; tags: {', '.join(TAGS)}")
     p.add_argument("--benchmark", required=True, choices=[NAME], help="the published task to build")
     p.add_argument("--lastfm-db", required=True, help="the MSD Last.fm SQLite database (lastfm_tags.db)")
