@@ -123,8 +123,8 @@ def test_full_width_parameter_counts(name, derived, expected):
     assert n_params(models.build(name, 50, 1.0)) == expected
 
 
-def test_pons_mel_at_the_papers_96_bands():
-    # The paper's input has 96 mel bands: its timbral filters span 86 and 38 of them.
+def test_pons_mel_at_96_bands():
+    # The filter heights are fractions of the mel axis: at musicnn's 96 bands, 86 and 38.
     m = models.PonsMel(50, 1.0, n_mels=96)
     assert [b[0].kernel_size for b in m.timbral] == [(86, 7), (86, 3), (86, 1), (38, 7), (38, 3), (38, 1)]
     assert n_params(m) == pons_mel(96)

@@ -13,8 +13,8 @@ music-audio-tagging-at-scale-models, models.py: `wave_frontend`, `spec_frontend(
 padding as there, conv -> ReLU -> BatchNorm order, the back end's max-pool by 2 and its global
 max + mean pooling of the last layer only. Where tagfold differs, and why:
 - Input: tagfold's shared front end gives 128 log-mel bands in dB over 3.69 s (231 frames, Won's
-  recipe); the paper used 96 bands over ~3 s. The timbral filters span 0.9 and 0.4 of whatever
-  mel axis they get (115 and 51 bands at 128; 86 and 38 at 96, the paper's).
+  recipe). The Pons code takes the band count as a parameter and its timbral filters span 0.9
+  and 0.4 of it: 115 and 51 bands at 128 (86 and 38 at musicnn's 96).
 - `mel` normalises its dB input with one BatchNorm (2 parameters), as musicnn does; the at-scale
   code feeds its log-mel to the filters directly.
 - The back end zero-pads sequences shorter than 8 steps (its 7-wide 'valid' convolution and
