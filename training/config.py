@@ -9,6 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tagfold.pipeline.constants import CROP_SAMPLES
+from tagfold.pipeline.options import COUNT, COUNT_OR_ZERO, NON_NEGATIVE, POSITIVE, SEED, WIDTH, Range, parser
+
+KEEP = Range(int, lo=2)     # epoch checkpoints kept: at least one good fallback
 
 # the names of training/models.py's registry, here without importing torch (a test checks them)
 MODEL_NAMES = ("wave", "mel", "shortchunk_resnet")
@@ -109,15 +112,13 @@ class TrainConfig:
         spec = models.spec(model)   # --model decides the input kind; --input only picks the default model
         if self.schedule not in SCHEDULES:
             raise ValueError(f"--schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if self.keep < 2:
-            raise ValueError(f"--keep must be >= 2 (one good fallback), got {self.keep}")
+        # the ranges the options have (tagfold.pipeline.options), for configs built without them
+        for name in ("epochs", "batch_size", "val_chunks"):
+            COUNT.check(getattr(self, name), f"--{name.replace('_', '-')}")
+        KEEP.check(self.keep, "--keep")
+        WIDTH.check(self.width, "--width")
         if self.benchmark and self.benchmark not in BENCHMARKS:
             raise ValueError(f"--benchmark must be one of {', '.join(BENCHMARKS)}, got {self.benchmark!r}")
-        if self.val_chunks < 1:
-            raise ValueError(f"--val-chunks must be >= 1, got {self.val_chunks}")
         if self.select not in ("pr_auc", "loss", "last"):
             raise ValueError(f"--select must be pr_auc, loss or last, got {self.select!r}")
         self.augment()      # checks the augmentation ranges
@@ -137,8 +138,6 @@ class TrainConfig:
 
 
 def parse_args(argv: list[str]) -> TrainConfig:
-    from tagfold.pipeline.options import COUNT, COUNT_OR_ZERO, NON_NEGATIVE, POSITIVE, SEED, WIDTH, Range, parser
-
     p = parser("tagfold train", DESCRIPTION)
     d = TrainConfig()
     p.add_argument("--stage", type=int, default=d.stage, choices=(1, 2, 3), help="train on this stage's labels")
@@ -172,7 +171,7 @@ def parse_args(argv: list[str]) -> TrainConfig:
     p.add_argument("--num-workers", type=COUNT_OR_ZERO, default=d.num_workers,
                    help="loader worker processes (0: load in the training process)")
     p.add_argument("--max-steps", type=COUNT_OR_ZERO, default=d.max_steps, help="train steps per epoch, 0 = all")
-    p.add_argument("--keep", type=Range(int, lo=2), default=d.keep,
+    p.add_argument("--keep", type=KEEP, default=d.keep,
                    help="epoch checkpoints kept (at least 2: one good fallback)")
     p.add_argument("--resume", action="store_true", help="continue from the newest good checkpoint in --out")
     p.add_argument("--overwrite", action="store_true",

@@ -59,8 +59,9 @@ class CategorizeConfig:
     vocab_dir: str | None = None
 
     def __post_init__(self):
-        if not 0.0 <= self.score_level <= 1.0:
-            raise ValueError(f"score_level={self.score_level}: expected 0.0 <= score_level <= 1.0")
+        from tagfold.pipeline.options import SCORE_LEVEL
+
+        SCORE_LEVEL.check(self.score_level, "score_level")   # the range --score-level has
         if self.containment not in CONTAINMENT:
             raise ValueError(f"containment={self.containment!r}: expected one of {', '.join(CONTAINMENT)}")
 

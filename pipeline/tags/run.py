@@ -11,7 +11,6 @@ writes outputs, and the outputs are the same either way.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import gc
 import json
@@ -26,6 +25,8 @@ import pyarrow.compute as pc
 from tagfold.pipeline.tags.categorize import CategorizeConfig
 from tagfold.pipeline.tags.collapse import CollapseConfig
 from tagfold.pipeline.tags.embed import EmbedConfig
+from tagfold.pipeline.tags.ids import to_ingest_ids
+from tagfold.pipeline.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -40,11 +41,6 @@ class PipelineConfig:
     plots: bool = True
 
 
-def _with_ingest_ids(table: pa.Table, tag_ids: pa.Array) -> pa.Table:
-    """Stage functions number tags by position; outputs carry the ingest's tag_id."""
-    return table.set_column(0, "tag_id", tag_ids.take(table.column("tag_id")).cast(pa.int32()))
-
-
 STEPS = ("ingest", "stage1", "stage2", "vectors", "stage3")
 # what a pipeline run writes into --out; an earlier run's copies are removed when a run starts
 OUTPUT_NAMES = ("tags.parquet", "aliases.parquet", "track_tags.parquet", "ingest_report.json", "categories.parquet",
@@ -53,15 +49,22 @@ OUTPUT_NAMES = ("tags.parquet", "aliases.parquet", "track_tags.parquet", "ingest
 
 
 class _Steps:
-    """Seconds per step, and a progress line on stderr as each one starts."""
+    """Seconds per step, and a progress line on stderr the first time each one starts.
+
+    Steps run in two processes at once (see _SideStages), so the lines carry no step numbers:
+    their order is the order the work happens in."""
+
+    NAMES = {"ingest": "ingest", "stage1": "Stage I (categories)", "stage2": "Stage II (rules)",
+             "vectors": "word vectors", "stage3": "Stage III (embedding)"}
 
     def __init__(self):
         self.seconds: dict[str, float] = {}
         self._start: dict[str, float] = {}
 
     def start(self, name: str):
+        if name not in self.seconds:
+            print(f"{self.NAMES[name]} ...", file=sys.stderr, flush=True)
         self._start[name] = time.perf_counter()
-        print(f"[{STEPS.index(name) + 1}/{len(STEPS)}] {name} ...", file=sys.stderr, flush=True)
 
     def pause(self, name: str):
         """Stop the clock of `name`; start() + pause() again later adds to it."""
@@ -128,7 +131,7 @@ class _SideStages:
         self.tags = tags_table.column("tag").to_pylist()
         self.tag_ids = tags_table.column("tag_id").combine_chunks()
         self.steps.start("stage1")
-        categories = _with_ingest_ids(categorize(self.tags, self.config.categorize), self.tag_ids)
+        categories = to_ingest_ids(categorize(self.tags, self.config.categorize), self.tag_ids)
         png = _png(shares_figure(categories), SHARES_DPI) if self.config.plots else None
         shares = shares_text(categories)
         self.steps.pause("stage1")
@@ -159,7 +162,7 @@ class _SideStages:
         self.steps.start("stage3")
         result = self._result = embed_collapse(self.tags, stage2, self.selected, self.kv, self.config.embed,
                                                self._distances)
-        result.table = _with_ingest_ids(result.table, self.tag_ids)
+        result.table = to_ingest_ids(result.table, self.tag_ids)
         self.steps.pause("stage3")
         return result.table, result.fits, result.report
 
@@ -388,18 +391,24 @@ def _run_pipeline(out_dir: Path, config: PipelineConfig, side_process: bool | No
                               skip_bad=config.skip_bad)
             print(ingested.report.summary(), file=sys.stderr)
             if ingested.tags.num_rows == 0:
-                raise ValueError(f"no usable tags: {ingested.report.summary()}")
+                raise UserError(f"no usable tags: {ingested.report.summary()}")
             tags = ingested.tags.column("tag").to_pylist()
             tag_ids = ingested.tags.column("tag_id").combine_chunks()
             steps.pause("ingest")
 
             if remote is not None:
-                remote.send((ingested.tags, ingested.track_tags))
+                # Only in-domain word2vec vectors read the track links: at MSD scale (9.1M
+                # links) sending them anyway would cost seconds and ~0.5 GB in both processes.
+                links = ingested.track_tags if config.embed.vectors == "word2vec" else None
+                remote.send((ingested.tags, links))
                 remote.check()
             else:
                 side.prepare()
                 stage1 = side.stage1(ingested.tags)
                 side.distances(ingested.tags, ingested.track_tags)
+            # Written and handed over: at MSD scale the 9.1M links would stay ~0.3 GB of this
+            # process's memory through Stage II.
+            ingested.track_tags = None
 
             steps.start("stage2")
             stage2 = collapse(tags, selected, config.collapse)
@@ -408,7 +417,7 @@ def _run_pipeline(out_dir: Path, config: PipelineConfig, side_process: bool | No
             stage2_rows = stage2.select(["tag_id", "target"])
             if remote is not None:
                 remote.send(stage2_rows)
-            write_parquet(_with_ingest_ids(stage2, tag_ids), out_dir / "stage2.parquet", meta)
+            write_parquet(to_ingest_ids(stage2, tag_ids), out_dir / "stage2.parquet", meta)
             steps.pause("stage2")
 
             categories, shares_png, shares = remote.get("stage1") if remote is not None else stage1
@@ -447,33 +456,26 @@ def _run_pipeline(out_dir: Path, config: PipelineConfig, side_process: bool | No
 
 
 def main(argv: list[str]) -> int:
-    from tagfold.pipeline.io import OutputLocked
+    from tagfold.pipeline.options import parser
+    from tagfold.pipeline.tags import options
 
-    p = argparse.ArgumentParser(prog="tagfold pipeline", description=__doc__.splitlines()[0])
+    p = parser("tagfold pipeline", __doc__.splitlines()[0])
     p.add_argument("--input", help="tag file (unique_tags txt, SQLite, one per line, track_id,tags CSV); "
                                    "default: the embedded default data")
-    p.add_argument("--format", default="auto", choices=("auto", "unique_tags", "sqlite", "lines", "csv"))
-    p.add_argument("--out", type=Path, default=Path("out/tags"))
+    p.add_argument("--format", default="auto", choices=("auto", "unique_tags", "sqlite", "lines", "csv"),
+                   help="input format; auto guesses from the file")
+    p.add_argument("--out", type=Path, default=Path("out/tags"), help="output folder")
     p.add_argument("--skip-bad", action="store_true", help="skip and count bad input rows instead of stopping")
-    p.add_argument("--selected", help="CSV 'tag,category' of selected tags (default: the thesis's 50)")
-    p.add_argument("--score-level", type=float, default=0.9, help="Stage I Jaro-Winkler threshold (default 0.9)")
-    p.add_argument("--containment", choices=("word", "substring"), default="word")
-    p.add_argument("--vectors", default="glove", help="glove, word2vec (needs track links) or a vectors file")
-    p.add_argument("--percentile", type=float, default=EmbedConfig.percentile)
-    p.add_argument("--pooling", choices=("mean", "sqrt"), default="mean")
-    p.add_argument("--no-plots", action="store_true")
+    options.add_selected(p)
+    options.add_stage1(p)
+    options.add_stage3(p)
+    p.add_argument("--no-plots", action="store_true", help="skip categories.png and stage3_distances.png")
     args = p.parse_args(argv)
-    if not 0.0 < args.score_level < 1.0:
-        p.error(f"--score-level must be in (0, 1), got {args.score_level}")
-    try:
-        config = PipelineConfig(
-            input=args.input, format=args.format, skip_bad=args.skip_bad, selected=args.selected,
-            categorize=CategorizeConfig(score_level=args.score_level, containment=args.containment),
-            embed=EmbedConfig(percentile=args.percentile, pooling=args.pooling, vectors=args.vectors, cut=args.cut,
-                              threshold=args.threshold),
-            plots=not args.no_plots)
-        run_pipeline(args.out, config)
-    except (OutputLocked, FileNotFoundError, ValueError) as e:
-        print(f"tagfold pipeline: {e}", file=sys.stderr)
-        return 1
+    config = PipelineConfig(
+        input=args.input, format=args.format, skip_bad=args.skip_bad, selected=args.selected,
+        categorize=CategorizeConfig(score_level=args.score_level, containment=args.containment),
+        embed=EmbedConfig(percentile=args.percentile, pooling=args.pooling, vectors=args.vectors, cut=args.cut,
+                          threshold=args.threshold),
+        plots=not args.no_plots)
+    run_pipeline(args.out, config)
     return 0
