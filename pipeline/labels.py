@@ -34,7 +34,6 @@ rows without a manifest track are counted as without audio.
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import math
@@ -49,6 +48,10 @@ import pyarrow.parquet as pq
 
 from tagfold.pipeline.io import check_same_run, start_run, write_parquet, write_text
 from tagfold.pipeline.selected import SelectedTags, load_selected
+from tagfold.pipeline.constants import ROMAN
+from tagfold.pipeline.errors import UserError
+from tagfold.pipeline.labels_schema import labels_table
+from tagfold.pipeline.options import Range
 
 WEIGHT_COLUMNS = ("weight", "val", "count")
 
@@ -74,7 +77,7 @@ def _read(path: str, columns: list[str]) -> pa.Table:
     table = pq.read_table(path)
     missing = [c for c in columns if c not in table.column_names]
     if missing:
-        raise ValueError(f"{path}: missing column(s) {', '.join(missing)}; has {', '.join(table.column_names)}")
+        raise UserError(f"{path}: missing column(s) {', '.join(missing)}; has {', '.join(table.column_names)}")
     return table
 
 
@@ -90,7 +93,7 @@ def _mapping_pairs(path: str, sel: SelectedTags) -> tuple[np.ndarray, np.ndarray
             no_target += 1      # e.g. 'blocked' rule rows: the tag maps to nothing
             continue
         if target not in index:
-            raise ValueError(f"{path}: row {row} (tag_id {tag_ids[row]}): target {target!r} "
+            raise UserError(f"{path}: row {row} (tag_id {tag_ids[row]}): target {target!r} "
                              f"is not one of the {len(sel)} selected tags")
         keep.append(row)
         cols.append(index[target])
@@ -116,9 +119,19 @@ def label_matrix(track_rows: np.ndarray, tag_ids: np.ndarray, pair_tag: np.ndarr
         return y
     order = np.argsort(pair_tag, kind="stable")
     pt, pcol = pair_tag[order], pair_col[order]
-    lo = np.searchsorted(pt, tag_ids, side="left")
-    hi = np.searchsorted(pt, tag_ids, side="right")
-    counts = hi - lo
+    if pt[0] >= 0 and tag_ids.min() >= 0:
+        # Tag ids are small non-negative ints: each link's run of pairs by a gather from
+        # per-tag counts (10x faster than two binary searches per link at 9.1M links).
+        size = int(max(pt[-1], tag_ids.max())) + 1
+        per_tag = np.bincount(pt, minlength=size)
+        counts = per_tag[tag_ids]
+        lo = (np.cumsum(per_tag) - per_tag)[tag_ids]
+    else:
+        lo = np.searchsorted(pt, tag_ids, side="left")
+        counts = np.searchsorted(pt, tag_ids, side="right") - lo
+    # Only links whose tag has a pair add positives: most links at MSD scale have none.
+    hit = counts > 0
+    track_rows, lo, counts = track_rows[hit], lo[hit], counts[hit]
     rep_rows = np.repeat(track_rows, counts)
     # Position of each expanded pair: lo of its source row plus its offset within the run.
     starts = np.repeat(lo, counts)
@@ -132,7 +145,7 @@ def build_labels(cfg: LabelsConfig) -> dict:
     manifest = _read(cfg.manifest, ["track_id", "split"])
     track_ids = manifest.column("track_id").cast(pa.string())
     if pc.count_distinct(track_ids).as_py() != len(track_ids):
-        raise ValueError(f"{cfg.manifest}: duplicate track_id values")
+        raise UserError(f"{cfg.manifest}: duplicate track_id values")
     tt = _read(cfg.track_tags, ["track_id", "tag_id"])
     tags = _read(cfg.tags, ["tag_id", "tag"])
     check_same_run([cfg.track_tags, cfg.tags, cfg.stage2, cfg.stage3])   # one pipeline run, never a mix
@@ -144,7 +157,7 @@ def build_labels(cfg: LabelsConfig) -> dict:
     below = 0
     if cfg.min_weight is not None:
         if weight_col is None:
-            raise ValueError(f"{cfg.track_tags}: --min-weight needs a weight column ({', '.join(WEIGHT_COLUMNS)})")
+            raise UserError(f"{cfg.track_tags}: --min-weight needs a weight column ({', '.join(WEIGHT_COLUMNS)})")
         w = tt.column(weight_col).to_numpy(zero_copy_only=False).astype(float)
         low = np.nan_to_num(w, nan=-np.inf) < cfg.min_weight
         below = int((low & in_manifest).sum())
@@ -174,9 +187,7 @@ def build_labels(cfg: LabelsConfig) -> dict:
     }
     splits = manifest.column("split").cast(pa.string())
     for stage, y in ((1, y1), (2, y2), (3, y3)):
-        cols = {"track_id": track_ids, "split": splits.dictionary_encode()}
-        cols.update({t: pa.array(y[:, j], pa.uint8()) for j, t in enumerate(sel.tags)})
-        write_parquet(pa.table(cols), out / f"labels_stage{stage}.parquet", cfg)
+        write_parquet(labels_table(track_ids, splits, y, sel.tags), out / f"labels_stage{stage}.parquet", cfg)
         summary[f"stage{stage}"] = {
             "positives": int(y.sum()),
             "tracks_without_positive": int((y.sum(axis=1) == 0).sum()),
@@ -191,6 +202,7 @@ def build_labels(cfg: LabelsConfig) -> dict:
 EMOTIFY_EMOTIONS = ("amazement", "solemnity", "tenderness", "nostalgia", "calmness", "power",
                     "joyful_activation", "tension", "sadness")
 DEFAULT_THRESHOLD = 0.3     # why 0.3: see the module docstring
+THRESHOLD = Range(float, lo=0, hi=1, open_lo=True)
 
 
 @dataclass(frozen=True)
@@ -217,27 +229,27 @@ def read_track_csv(path: str | Path, genre_column: str = "genre",
         reader = csv.DictReader(f)
         missing = [c for c in ("track_id", genre_column, *emotion_columns) if c not in (reader.fieldnames or [])]
         if missing:
-            raise ValueError(f"{path}:1: missing column(s) {', '.join(missing)}; "
+            raise UserError(f"{path}:1: missing column(s) {', '.join(missing)}; "
                              f"has {', '.join(reader.fieldnames or [])}")
         for row in reader:
             line = reader.line_num      # physical line: DictReader skips blank lines
             if None in row or any(row[c] is None for c in reader.fieldnames):
-                raise ValueError(f"{path}:{line}: expected {len(reader.fieldnames)} fields")
+                raise UserError(f"{path}:{line}: expected {len(reader.fieldnames)} fields")
             tid, genre = row["track_id"].strip(), row[genre_column].strip()
             if not tid:
-                raise ValueError(f"{path}:{line}: empty track_id")
+                raise UserError(f"{path}:{line}: empty track_id")
             if tid in seen:
-                raise ValueError(f"{path}:{line}: duplicate track_id {tid!r} (first on line {seen[tid]})")
+                raise UserError(f"{path}:{line}: duplicate track_id {tid!r} (first on line {seen[tid]})")
             if not genre:
-                raise ValueError(f"{path}:{line}: track {tid!r}: empty {genre_column}")
+                raise UserError(f"{path}:{line}: track {tid!r}: empty {genre_column}")
             values = []
             for c in emotion_columns:
                 try:
                     v = float(row[c])
                 except ValueError:
-                    raise ValueError(f"{path}:{line}: track {tid!r}: {c} = {row[c]!r} is not a number") from None
+                    raise UserError(f"{path}:{line}: track {tid!r}: {c} = {row[c]!r} is not a number") from None
                 if not (math.isfinite(v) and 0.0 <= v <= 1.0):
-                    raise ValueError(f"{path}:{line}: track {tid!r}: {c} = {row[c]!r} is not a fraction in [0, 1]")
+                    raise UserError(f"{path}:{line}: track {tid!r}: {c} = {row[c]!r} is not a fraction in [0, 1]")
                 values.append(v)
             seen[tid] = line
             ids.append(tid)
@@ -291,22 +303,21 @@ def chance_baselines(y: np.ndarray, splits: np.ndarray, tags, categories) -> dic
 
 
 def build_labels_from_csv(cfg: CsvLabelsConfig) -> dict:
-    if not 0.0 < cfg.threshold <= 1.0:
-        raise ValueError(f"--threshold must be in (0, 1], got {cfg.threshold}")
+    THRESHOLD.check(cfg.threshold, "--threshold")
     manifest = _read(cfg.manifest, ["track_id", "split"])
     track_ids = [str(t) for t in manifest.column("track_id").to_pylist()]
     if len(set(track_ids)) != len(track_ids):
-        raise ValueError(f"{cfg.manifest}: duplicate track_id values")
+        raise UserError(f"{cfg.manifest}: duplicate track_id values")
     ids, genres, fractions = read_track_csv(cfg.csv, cfg.genre_column, cfg.emotion_columns)
     row_of = {t: i for i, t in enumerate(ids)}
     unlabelled = [t for t in track_ids if t not in row_of]
     if unlabelled:
-        raise ValueError(f"{cfg.csv}: {len(unlabelled)} manifest tracks have no row, e.g. track {unlabelled[0]!r} "
+        raise UserError(f"{cfg.csv}: {len(unlabelled)} manifest tracks have no row, e.g. track {unlabelled[0]!r} "
                          f"(manifest {cfg.manifest})")
     genre_tags = tuple(sorted(set(genres)))
     tags = genre_tags + tuple(cfg.emotion_columns)
     if len(set(tags)) != len(tags):
-        raise ValueError(f"{cfg.csv}: a {cfg.genre_column} value is also an emotion column: {sorted(genre_tags)}")
+        raise UserError(f"{cfg.csv}: a {cfg.genre_column} value is also an emotion column: {sorted(genre_tags)}")
     categories = ("genre",) * len(genre_tags) + ("emotion",) * len(cfg.emotion_columns)
 
     rows = np.array([row_of[t] for t in track_ids], dtype=np.int64)
@@ -318,9 +329,7 @@ def build_labels_from_csv(cfg: CsvLabelsConfig) -> dict:
     cfg = CsvLabelsConfig(**{**cfg.__dict__, "selected_tags": tags, "categories": categories})
     out = Path(cfg.out)
     splits = manifest.column("split").cast(pa.string())
-    cols = {"track_id": pa.array(track_ids, pa.string()), "split": splits.dictionary_encode()}
-    cols.update({t: pa.array(y[:, j], pa.uint8()) for j, t in enumerate(tags)})
-    write_parquet(pa.table(cols), out / "labels.parquet", cfg)
+    write_parquet(labels_table(track_ids, splits, y, tags), out / "labels.parquet", cfg)
     write_text("tag,category\n" + "".join(f"{t},{c}\n" for t, c in zip(tags, categories)), out / "selected_tags.csv")
     emotion = y[:, len(genre_tags):]
     summary = {
@@ -367,28 +376,27 @@ def main(argv: list[str] | None = None) -> int:
         # a published task with its own tags, value threshold and track lists (not Stage I/II/III)
         from tagfold.pipeline.msd_top50 import main as benchmark_main
         return benchmark_main(argv)
-    p = argparse.ArgumentParser(prog="tagfold labels", description=__doc__.split("\n\n")[0])
-    p.add_argument("--manifest", required=True)
-    p.add_argument("--track-tags")
-    p.add_argument("--tags")
-    p.add_argument("--stage2")
-    p.add_argument("--stage3")
-    p.add_argument("--out", required=True)
-    p.add_argument("--min-weight", type=float, default=None, help="keep (track, tag) pairs with weight >= W")
+    from tagfold.pipeline.options import NON_NEGATIVE, parser
+
+    p = parser("tagfold labels", __doc__.split("\n\n")[0])
+    p.add_argument("--manifest", required=True, help="manifest.parquet (track_id, path, split)")
+    p.add_argument("--track-tags", help="track_tags.parquet from the tag pipeline (track, tag, weight)")
+    p.add_argument("--tags", help="tags.parquet from the tag pipeline")
+    p.add_argument("--stage2", help="stage2.parquet from the tag pipeline")
+    p.add_argument("--stage3", help="stage3.parquet from the tag pipeline")
+    p.add_argument("--out", required=True, help="output folder (labels_stage{1,2,3}.parquet)")
+    p.add_argument("--min-weight", type=NON_NEGATIVE, default=None,
+                   help="keep (track, tag) pairs with weight >= W; default: all")
     p.add_argument("--selected", default=None, help="tag,category CSV (default: the thesis's 50 tags)")
     p.add_argument("--from-csv", metavar="CSV", help="human labels instead of tags: track_id, genre and the 9 "
                    "Emotify emotion fractions per row; writes labels.parquet")
-    p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
-                   help=f"with --from-csv: an emotion is positive at fraction >= T (default {DEFAULT_THRESHOLD})")
+    p.add_argument("--threshold", type=THRESHOLD, default=DEFAULT_THRESHOLD,
+                   help="with --from-csv: an emotion is positive at fraction >= T")
     p.add_argument("--benchmark", choices=["msd-top50"],
                    help="build a published benchmark's labels instead (see tagfold labels --benchmark msd-top50 --help)")
     a = p.parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        if a.from_csv:
-            return _main_from_csv(a, p)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"tagfold labels: {e}", file=sys.stderr)
-        return 1
+    if a.from_csv:
+        return _main_from_csv(a, p)
     missing = [f"--{n.replace('_', '-')}" for n in ("track_tags", "tags", "stage2", "stage3") if getattr(a, n) is None]
     if missing:
         p.error(f"the following arguments are required (or give --from-csv): {', '.join(missing)}")
@@ -403,11 +411,11 @@ def main(argv: list[str] | None = None) -> int:
           f"{s['track_tag_rows_below_min_weight']}", file=sys.stderr)
     for stage in (1, 2, 3):
         st = s[f"stage{stage}"]
-        print(f"  stage {stage}: {st['positives']} positives, {st['tracks_without_positive']} tracks "
+        print(f"  Stage {ROMAN[stage]}: {st['positives']} positives, {st['tracks_without_positive']} "
+              f"track{'' if st['tracks_without_positive'] == 1 else 's'} "
               f"without any positive (kept)", file=sys.stderr)
     print(f"wrote {Path(a.out) / 'labels_stage{1,2,3}.parquet'}")
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -15,7 +15,6 @@ per_tag.csv, per-tag bar charts per_tag_{roc,pr}_auc_{truth}.png, predictions pe
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import warnings
 from dataclasses import dataclass, field
@@ -24,11 +23,11 @@ from typing import Callable
 
 import numpy as np
 
-from tagfold.pipeline.errors import UserError
 from tagfold.training.inference import predict_tracks
 from tagfold.training.metrics import score
+from tagfold.pipeline.constants import ROMAN
+from tagfold.pipeline.errors import UserError
 
-ROMAN = {1: "I", 2: "II", 3: "III"}
 TRUTHS = ("own", "stage1", "latent")
 
 
@@ -64,7 +63,7 @@ def load_truth(path: str | Path, tags, track_ids) -> np.ndarray:
     path = Path(path)
     table = pq.read_table(path)
     if "track_id" not in table.column_names:
-        raise ValueError(f"{path}: no track_id column")
+        raise UserError(f"{path}: no track_id column")
     ids = [str(t) for t in table.column("track_id").to_pylist()]
     row_of: dict[str, int] = {}
     if all(t in table.column_names for t in tags):
@@ -82,10 +81,10 @@ def load_truth(path: str | Path, tags, track_ids) -> np.ndarray:
                 if tag in col:
                     mat[row_of[tid], col[tag]] = 1
     else:
-        raise ValueError(f"{path}: expected a column per tag, a 'tag' column or a list 'tags' column")
+        raise UserError(f"{path}: expected a column per tag, a 'tag' column or a list 'tags' column")
     missing = [t for t in track_ids if str(t) not in row_of]
     if missing:
-        raise ValueError(f"{path}: {len(missing)} evaluated tracks are missing, e.g. track {missing[0]!r}")
+        raise UserError(f"{path}: {len(missing)} evaluated tracks are missing, e.g. track {missing[0]!r}")
     return mat[[row_of[str(t)] for t in track_ids]]
 
 
@@ -98,9 +97,13 @@ def load_model(path: str | Path, device="cpu"):
     from tagfold.training import models
 
     state = ckpt.load(path)
-    cfg = state["config"]
+    cfg = state.get("config") or {}
+    if cfg.get("model") not in models.REGISTRY or not isinstance(cfg.get("width"), (int, float)) \
+            or not state.get("tags"):
+        raise ckpt.CheckpointError(f"{path}: holds {ckpt.describe(state)}; expected one of the models "
+                                   f"{', '.join(models.REGISTRY)} with a width and a tag list (from `tagfold train`)")
     model = models.build(cfg["model"], n_tags=len(state["tags"]), width=cfg["width"])
-    model.load_state_dict(state["model"])
+    ckpt.load_weights(model, state, path, expected=f"the weights of that model ({ckpt.describe(state)})")
     return model.to(torch.device(device)).eval(), state
 
 
@@ -108,10 +111,8 @@ def featurizer(input_: str, device="cpu") -> Callable:
     """Raw 16 kHz chunks -> what the model eats (identity for 'wave', log-mel for 'mel')."""
     if input_ == "wave":
         return lambda x: x
-    try:
-        from tagfold.training.features import LogMel
-    except ImportError as e:
-        raise SystemExit(f"log-mel models need tagfold.training.features.LogMel (issue 3), missing: {e}")
+    from tagfold.training.features import LogMel
+
     logmel = LogMel().to(device)
     return logmel
 
@@ -131,7 +132,7 @@ def _check_runs(path, state: dict) -> None:
 
 def entry_from_checkpoint(path: str, cfg: EvalConfig, chunks_of: Callable | None = None) -> Entry:
     import torch
-    from tagfold.training.train import read_labels
+    from tagfold.pipeline.labels_schema import read_labels
 
     device = "cuda" if cfg.device == "auto" and torch.cuda.is_available() else \
         ("cpu" if cfg.device == "auto" else cfg.device)
@@ -140,10 +141,10 @@ def entry_from_checkpoint(path: str, cfg: EvalConfig, chunks_of: Callable | None
     _check_runs(path, state)
     track_ids, splits, y, tags, cats = read_labels(tcfg["labels"])
     if tuple(tags) != tuple(state["tags"]):
-        raise ValueError(f"{path}: trained on tags {state['tags'][:3]}... but {tcfg['labels']} has {tags[:3]}...")
+        raise UserError(f"{path}: trained on tags {state['tags'][:3]}... but {tcfg['labels']} has {tags[:3]}...")
     mask = splits == cfg.split
     if not mask.any():
-        raise ValueError(f"{tcfg['labels']}: no track in split {cfg.split!r} (splits: {sorted(set(splits))})")
+        raise UserError(f"{tcfg['labels']}: no track in split {cfg.split!r} (splits: {sorted(set(splits))})")
     ids = [t for t, m in zip(track_ids, mask) if m]
     if chunks_of is None:
         from tagfold.training.loaders import eval_chunks
@@ -156,7 +157,7 @@ def entry_from_checkpoint(path: str, cfg: EvalConfig, chunks_of: Callable | None
                   tags=tuple(tags), categories=tuple(cats), track_ids=ids, scores=scores)
     entry.truths["own"] = y[mask]
     stage1 = Path(tcfg["labels"]).with_name("labels_stage1.parquet")
-    if stage1.exists():
+    if stage1.exists() and not tcfg.get("benchmark"):    # a published benchmark's labels are the truth
         entry.truths["stage1"] = load_truth(stage1, tags, ids)
     latent = cfg.latent or str(Path(tcfg["data"]) / "demo-data" / "latent.parquet")
     if latent and Path(latent).exists():
@@ -261,27 +262,22 @@ def write_report(scored: list[dict], out: str | Path, cfg=None) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="tagfold evaluate", description=__doc__.split("\n\n")[0])
+    from tagfold.pipeline.options import COUNT, parser
+
+    p = parser("tagfold evaluate", __doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", nargs="+", required=True, help="one or more checkpoints (e.g. each stage's best.pt)")
-    p.add_argument("--split", default="test")
-    p.add_argument("--n-chunks", type=int, default=16)
-    p.add_argument("--batch-tracks", type=int, default=4)
+    p.add_argument("--split", default="test", choices=("train", "valid", "test"), help="which split's tracks to score")
+    p.add_argument("--n-chunks", type=COUNT, default=16, help="evenly spaced crops per track, scores averaged")
+    p.add_argument("--batch-tracks", type=COUNT, default=4, help="tracks per inference batch")
     p.add_argument("--latent", default="", help="common ground-truth labels (default: the demo's latent.parquet)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--out", required=True)
+    p.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda or cuda:N")
+    p.add_argument("--out", required=True, help="output folder (overall.md, by_category.md, per_tag.csv, PNGs)")
     a = p.parse_args(sys.argv[1:] if argv is None else argv)
-    if a.n_chunks < 1:
-        p.error(f"--n-chunks must be >= 1, got {a.n_chunks}")
     cfg = EvalConfig(checkpoints=tuple(a.checkpoint), out=a.out, split=a.split, n_chunks=a.n_chunks,
                      batch_tracks=a.batch_tracks, latent=a.latent, device=a.device)
     from tagfold.pipeline.io import output_lock
-    from tagfold.training.checkpoint import CheckpointError
-    try:
-        with output_lock(cfg.out):
-            return _run(cfg)
-    except (CheckpointError, FileNotFoundError) as e:
-        print(f"tagfold evaluate: {e}", file=sys.stderr)
-        return 1
+    with output_lock(cfg.out):
+        return _run(cfg)
 
 
 def _run(cfg: EvalConfig) -> int:
@@ -297,8 +293,22 @@ def _run(cfg: EvalConfig) -> int:
     write_report(scored, cfg.out, cfg)
     header, body = tables(scored)["overall"]
     print(_md(header, body))
+    first = entries[0]
+    chance = ", ".join(f"{chance_macro_pr_auc(y):.3f} vs {truth} labels" for truth, y in first.truths.items())
+    print(f"evaluate: split {cfg.split}, {len(first.track_ids)} tracks x {cfg.n_chunks} chunks; chance level "
+          f"(random scores): macro ROC-AUC 0.500, macro PR-AUC {chance}", file=sys.stderr)
     print(f"wrote {cfg.out}/overall.md, by_category.md, per_tag.csv, per_tag_*.png", file=sys.stderr)
     return 0
+
+
+def chance_macro_pr_auc(y: np.ndarray) -> float:
+    """Macro PR-AUC random scores get in expectation on labels `y` [tracks, tags], over the tags
+    the metrics can score (a positive and a negative): the chance level to read results against."""
+    from tagfold.pipeline.labels import expected_random_ap
+
+    n, positives = len(y), y.sum(axis=0)
+    ap = [expected_random_ap(n, int(r)) for r in positives if 0 < r < n]
+    return float(np.mean(ap)) if ap else float("nan")
 
 
 if __name__ == "__main__":
