@@ -523,17 +523,21 @@ def draw_distance_grid(distances: np.ndarray, mean: Sequence[float], std: Sequen
             counts, edges = np.histogram(d, bins=60)
             # One filled step artist per panel: ax.bar made 60 Patch objects per panel (3,000
             # in all) and took seconds to build and draw; the picture is the same histogram.
-            ax.stairs(counts, edges, fill=True, color="#9ab", linewidth=0)
+            # log10(1 + count) on a linear axis, labelled as counts: a log-scale axis shows the
+            # same picture but its transforms and mathtext labels cost most of the drawing time.
+            ax.stairs(np.log10(1 + counts), edges, fill=True, color="#9ab", linewidth=0)
             if lower_is_closer and std[k] > 0:
                 x = np.linspace(edges[0], edges[-1], 200)
-                ax.plot(x, norm.pdf(x, mean[k], std[k]) * len(d) * (edges[1] - edges[0]), color="#c33", lw=1)
-            ax.set_yscale("log")
-            ax.set_ylim(bottom=0.8)
+                fit = norm.pdf(x, mean[k], std[k]) * len(d) * (edges[1] - edges[0])
+                ax.plot(x, np.log10(1 + fit), color="#c33", lw=1)
+            top = int(np.ceil(np.log10(1 + counts.max())))
+            ax.set_ylim(0, max(top, 1))
+            ax.set_yticks(range(max(top, 1) + 1), [f"{10 ** p:g}" for p in range(max(top, 1) + 1)])
         ax.axvline(cuts[k], color="k", lw=1, ls="--")
         ax.tick_params(labelsize=7)
         ax.xaxis.set_major_locator(MaxNLocator(5))
         if k % cols == 0:
-            ax.set_ylabel("tags", fontsize=8)
+            ax.set_ylabel("tags (log scale)", fontsize=8)
         if k >= n - cols:
             ax.set_xlabel(measure, fontsize=7)
         # The folded count is filled in by plot_distance_grid; laying out with a one-digit
@@ -541,15 +545,17 @@ def draw_distance_grid(distances: np.ndarray, mean: Sequence[float], std: Sequen
         ax.set_title(f"{selected.tags[k]} (0)", fontsize=9)
     side = "left of" if lower_is_closer else "right of"
     fit = "; red: normal fit" if lower_is_closer else ""
-    fig.suptitle(f"Stage III: {measure} of each candidate tag to each selected tag{fit}\n"
+    fig.suptitle(f"Stage III: {measure} of the tags Stage III scores, to each selected tag{fit}\n"
                  f"dashed: cut (tags {side} it fold into the panel's tag when it is their nearest); "
                  f"in brackets: tags folded by embedding", fontsize=10)
-    # Leave the top strip to the two-line title (tight_layout alone lays panels under it).
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.6 / fig.get_figheight()))
+    # Fixed margins in inches: tight_layout would render every label once more to measure it.
+    height, width = fig.get_figheight(), fig.get_figwidth()
+    fig.subplots_adjust(left=0.6 / width, right=1 - 0.15 / width, bottom=0.55 / height, top=1 - 1.35 / height,
+                        hspace=0.5, wspace=0.28)
     return fig
 
 
-GRID_DPI = 90
+GRID_DPI = 72
 
 
 def distance_grid_figure(result: EmbedResult, selected: SelectedTags, figure=None):
