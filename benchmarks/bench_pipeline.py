@@ -8,7 +8,7 @@ tagnoise variants to the thesis's raw tag count), generated once per session int
   (VmHWM at exit, as in bench_memory.py: ru_maxrss would include pytest's own peak). Then the peer below, also in a subprocess, on the
   same file. Outputs are checked before any figure is reported: every file present, one
   tags.parquet row per distinct normalised tag, Stage I categories equal to the peer's on a
-  seeded sample of 5,000 tags, Stage III cuts close to the peer's. Floors (issue 2): <= 30 s
+  seeded sample of 5,000 tags, Stage III cuts close to the peer's. Floors: <= 30 s
   wall, < 4 GB peak, >= 1.5x faster than the peer.
 - The peer (`peer_pipeline`, run as `python benchmarks/bench_pipeline.py peer JOB OUT`), what a
   careful person would write without kernels: Stage I exact / digit / whole-word containment as
@@ -41,6 +41,7 @@ import pyarrow.parquet as pq
 import pytest
 
 N_TAGS = 522_366
+CI_TAGS = 70_000         # the job's size under --benchmark-disable: every real tag plus variants
 SEED = 0
 SCORE_LEVEL = 0.9
 PERCENTILE = 0.001
@@ -212,12 +213,14 @@ def peer_pipeline(source: Path, out_dir: Path) -> dict:
 # ---------------------------------------------------------------- benchmarks
 
 @pytest.fixture(scope="session")
-def job(tmp_path_factory) -> Path:
-    """The 522,366-tag job, written by the real CLI once per session."""
+def job(tmp_path_factory, pytestconfig) -> Path:
+    """The 522,366-tag job, written by the real CLI once per session; under --benchmark-disable
+    (CI runs every benchmark once, on 2 cores) the first CI_TAGS of it, checked the same way."""
     from tagfold.pipeline.tags import synth
 
-    path = tmp_path_factory.mktemp("synth") / "tags_522k.txt"
-    assert synth.main(["--n", str(N_TAGS), "--seed", str(SEED), "--out", str(path)]) == 0
+    n = N_TAGS if _speed_floors_apply(pytestconfig) else CI_TAGS
+    path = tmp_path_factory.mktemp("synth") / f"tags_{n}.txt"
+    assert synth.main(["--n", str(n), "--seed", str(SEED), "--out", str(path)]) == 0
     return path
 
 
@@ -276,7 +279,7 @@ def bench_pipeline_cli(benchmark, job, tmp_path, request, capsys):
     peer_s2 = pq.read_table(peer_dir / "stage2.parquet").to_pydict()
     peer_pairs = {(peer_tags[i], t) for i, t in zip(peer_s2["tag_id"], peer_s2["target"])}
     assert set(zip(s2.column("tag").to_pylist(), s2.column("target").to_pylist())) == peer_pairs
-    assert s2.num_rows > 50_000 and s3.num_rows > s2.num_rows
+    assert s2.num_rows > len(distinct) // 2 and s3.num_rows > s2.num_rows
     assert set(s3.column("source").to_pylist()) == {"stage2", "embedding"}
     ours_cuts = pq.read_table(ours_dir / "fits.parquet").column("cut").to_numpy()
     peer_cuts = pq.read_table(peer_dir / "fits.parquet").column("cut").to_numpy()
@@ -291,12 +294,12 @@ def bench_pipeline_cli(benchmark, job, tmp_path, request, capsys):
     _RESULTS.update(tagfold_wall_s=walls["tagfold"], peer_wall_s=walls["peer"], rss_gb=rss_gb, speedup=speedup)
     try:
         from ratios import record_ratio
-        record_ratio(f"tag pipeline {N_TAGS:,} tags (tagfold CLI vs peer)", walls["tagfold"], walls["peer"])
+        record_ratio(f"tag pipeline {len(distinct):,} tags (tagfold CLI vs peer)", walls["tagfold"], walls["peer"])
     except ImportError:  # run outside the benchmarks folder
         pass
     with capsys.disabled():
         print(f"\n{'job':<44} {'tagfold':>9} {'peer':>9} {'speed-up':>9}   floor")
-        print(f"{f'pipeline, {N_TAGS:,} tags, wall (subprocess)':<44} {walls['tagfold']:>8.1f}s "
+        print(f"{f'pipeline, {len(distinct):,} tags, wall (subprocess)':<44} {walls['tagfold']:>8.1f}s "
               f"{walls['peer']:>8.1f}s {speedup:>8.2f}x   <= {FLOORS['wall_s']:.0f} s, >= {FLOORS['speedup']}x")
         print(f"{'peak RSS of tagfold (main + side process)':<44} {rss_gb:>7.2f}GB {'':>9} {'':>9}   < {FLOORS['rss_gb']:.0f} GB")
         print(f"tagfold {ours_steps}")
