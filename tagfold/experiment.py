@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from tagfold.orchestrate import DemoBuild, build_demo
+from tagfold.pipeline.errors import UserError
 
 TRUTHS = ("own", "stage1", "latent")
 
@@ -44,7 +45,7 @@ class ExperimentConfig:
     stages: tuple[int, ...] = (1, 2, 3)
     models: tuple[str, ...] = ("wave", "mel")
     seeds: tuple[int, ...] = (0, 1, 2)
-    epochs: int = 8
+    epochs: int = 6                         # 6, not make train's 8: the 18 runs fit 45 min on 2 cores (README)
     width: float = 0.125
     batch_size: int = 16
     lr: float = 1e-3
@@ -68,14 +69,14 @@ class ExperimentConfig:
         from tagfold.training import models
         bad = [s for s in self.stages if s not in (1, 2, 3)]
         if bad or not self.stages:
-            raise ValueError(f"--stages must be a non-empty list of 1, 2, 3; got {list(self.stages)}")
+            raise UserError(f"--stages must be a non-empty list of 1, 2, 3; got {list(self.stages)}")
         for m in self.models:
             models.spec(m)          # names the valid models on a typo
         if not self.models or not self.seeds:
-            raise ValueError("--models and --seeds must not be empty")
+            raise UserError("--models and --seeds must not be empty")
         for name in ("epochs", "batch_size", "n_chunks", "n_boot"):
             if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+                raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         return self
 
 
@@ -150,7 +151,7 @@ def check_run_folder(run: Run) -> None:
     saved = json.loads(saved_path.read_text())["identity"]
     keys = sorted(k for k in set(saved) | set(run.identity) if saved.get(k) != run.identity.get(k))
     if keys:
-        raise ValueError(f"{run.folder}: holds a run with another config (differs in "
+        raise UserError(f"{run.folder}: holds a run with another config (differs in "
                          + ", ".join(f"{k}: {saved.get(k)!r} there, {run.identity.get(k)!r} here" for k in keys)
                          + "); remove the folder or use another --out")
 
@@ -258,7 +259,7 @@ def _run_experiment(cfg: ExperimentConfig, progress: bool) -> Path:
     truth = cfg.truth or str(data / "demo-data" / "latent.parquet")
     if not Path(truth).exists():
         if cfg.truth:
-            raise FileNotFoundError(f"--truth {cfg.truth}: not found")
+            raise UserError(f"--truth {cfg.truth}: not found")
         truth = ""
     runs = plan_runs(cfg, data)
     for r in runs:
@@ -293,7 +294,7 @@ def _names(text: str) -> tuple[str, ...]:
 
 def main(argv: list[str] | None = None) -> int:
     d = ExperimentConfig()
-    from tagfold.pipeline.options import COUNT, COUNT_OR_ZERO, WIDTH, parser
+    from tagfold.pipeline.options import COUNT, COUNT_OR_ZERO, WIDTH, Range, parser
 
     p = parser("tagfold experiment", __doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="2 stages x wave x 1 seed, 2 epochs, 96-clip demo "
@@ -312,11 +313,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default=d.device, help="auto | cpu | cuda | cuda:N (default auto)")
     p.add_argument("--num-workers", type=COUNT_OR_ZERO, default=d.num_workers, help=f"loader workers (default {d.num_workers})")
     p.add_argument("--n-boot", type=COUNT, default=None, help=f"bootstrap replicates (default {d.n_boot}; quick 200)")
+    p.add_argument("--demo-clips", type=Range(int, lo=20), default=None,
+                   help=f"clips in the demo built when no --data (default {d.demo.n}; quick 96)")
+    p.add_argument("--demo-seconds", type=Range(float, lo=4), default=None,
+                   help=f"seconds per demo clip, at least one 3.7-s crop (default {d.demo.seconds:g}; quick 4)")
     a = p.parse_args(sys.argv[1:] if argv is None else argv)
     over = {k: v for k, v in dict(out=a.out, stages=a.stages, models=a.models, seeds=a.seeds, epochs=a.epochs,
                                   n_boot=a.n_boot).items() if v is not None}
     over.update(data=a.data, truth=a.truth, width=a.width, device=a.device, num_workers=a.num_workers)
     cfg = ExperimentConfig.quick(**over) if a.quick else ExperimentConfig(**over)
+    sizes = {k: v for k, v in (("n", a.demo_clips), ("seconds", a.demo_seconds)) if v is not None}
+    if sizes:
+        cfg = dataclasses.replace(cfg, demo=dataclasses.replace(cfg.demo, **sizes))
     run_experiment(cfg)   # a user error is one line from tagfold.cli's error boundary
     return 0
 

@@ -115,7 +115,8 @@ def test_quick_experiment_report_is_complete_and_finite(quick):
             p, lo, hi = map(float, re.findall(r"-?\d+\.\d", c))
             assert lo <= p <= hi and 0 <= p <= 100
     by_cat = next(t for k, t in tables.items() if k.startswith("Table 2"))
-    assert {r[1].split(" ")[0] for r in by_cat["rows"]} == {"genre", "emotion", "descriptive", "numeric"}
+    from tagfold.pipeline.selected import load_selected
+    assert {r[1].split(" ")[0] for r in by_cat["rows"]} == set(load_selected().categories)
     paired = next(t for k, t in tables.items() if k.startswith("Paired"))
     assert len(paired["rows"]) == 2 and all(cell.match(c.replace("+", "")) for r in paired["rows"] for c in r[3:5])
     quality = next(t for k, t in tables.items() if k.startswith("Label quality"))
