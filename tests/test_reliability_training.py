@@ -179,7 +179,7 @@ def test_demo_build_resumes_a_killed_prep(tmp_path, monkeypatch):
     """`tagfold train` with no --data builds the demo step by step, skipping finished steps. A
     prep-audio killed midway leaves prep/ behind; the next build must finish it, not skip it."""
     from tagfold import cli
-    from tagfold.orchestrate import build_demo
+    from tagfold.orchestrate import DemoBuild, build_demo
     root = tmp_path / "demo"
     assert cli.main(["demo-data", "--out", str(root / "demo-data"), "--n", "6", "--seconds", "1",
                      "--workers", "1"]) == 0
@@ -188,7 +188,7 @@ def test_demo_build_resumes_a_killed_prep(tmp_path, monkeypatch):
         done.parent.mkdir(parents=True)
         done.write_bytes(b"")
     (root / "prep" / "parts").mkdir(parents=True)       # what a prep killed before its first group leaves
-    build_demo(root)
+    build_demo(root, DemoBuild(n=6, seconds=1, workers=1))     # the same size: a demo of another size is refused
     index = pq.read_table(root / "prep" / "index.parquet")
     assert index.num_rows == 6
 
