@@ -14,7 +14,7 @@ DATA ?=
 PYX := $(wildcard native/*.pyx)
 EXT_STAMP := $(VENV)/.ext-built
 
-.PHONY: install test pipeline train evaluate checkpoints clean help
+.PHONY: install test pipeline train evaluate experiment checkpoints clean help
 
 install: $(VENV)/.deps $(VENV)/.editable $(EXT_STAMP)  ## create .venv/ with the pinned requirements and tagfold (idempotent)
 
@@ -54,6 +54,12 @@ EVAL_OUT = $(OUT)/eval-$(INPUT)
 
 evaluate: checkpoints install  ## evaluate every stage trained on INPUT -> OUT/eval-INPUT
 	TAGFOLD_OUT=$(OUT) $(TAGFOLD) evaluate --checkpoint $(CHECKPOINTS) --out $(EVAL_OUT) $(EVAL_ARGS)
+
+# The thesis's experiment: stages I-III x wave, mel x 3 seeds on DATA or the demo (built under
+# OUT/experiment/demo), one report. EXPERIMENT_ARGS=--quick: 2 stages x wave x 1 seed on a small demo.
+experiment: install  ## stages x inputs x seeds, compared with intervals -> OUT/experiment/report.{md,html}
+	$(TAGFOLD) experiment --out $(OUT)/experiment$(if $(findstring --quick,$(EXPERIMENT_ARGS)),-quick) \
+	  $(if $(DATA),--data $(DATA)) $(EXPERIMENT_ARGS)
 
 clean:  ## remove build files, compiled kernels and OUT
 	rm -rf build native/_*.c native/*.so $(OUT)
