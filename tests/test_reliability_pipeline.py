@@ -274,16 +274,13 @@ def test_killed_rerun_into_an_old_folder_is_never_mixed(real_tags, tmp_path):
     try:
         deadline = time.monotonic() + 120
         while proc.poll() is None and time.monotonic() < deadline:
-            try:
-                if read_run_id(out / "stage2.parquet") != old_run:
-                    break
-            except (OSError, ValueError):
-                pass   # not there yet
+            if read_run_id(out / "stage2.parquet") not in (old_run, None):   # None: not there yet
+                break
             time.sleep(0.001)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    assert read_run_id(out / "stage2.parquet") != old_run, "the kill came before stage2.parquet was written"
+    assert read_run_id(out / "stage2.parquet") not in (old_run, None), "the kill came before stage2.parquet"
     assert all(read_run_id(out / n) != old_run for n in OUTPUTS if (out / n).exists())
     if (out / "stage3.parquet").exists():
         pytest.fail("the kill came after the new run had finished")
