@@ -21,13 +21,15 @@ def inputs(tmp_path):
                            "tag_id": pa.array([0, 4, 2, 3, 1, 0, 5, 6, 7], pa.int32()),
                            "weight": pa.array([100, 50, 10, 80, 100, 100, 30, 60, 90], pa.float32())})
     # A raw tag may map to several targets, in Stage II ('sad indie rock') and in Stage III.
-    stage2 = pa.table({"tag_id": pa.array([0, 2, 5, 4, 6, 6], pa.int32()),
-                       "tag": ["rock", "hapy", "80's", "zzz", "sad indie rock", "sad indie rock"],
-                       "target": ["rock", "happy", "80s", None, "sad", "indie rock"],
-                       "rule": ["exact", "typo", "decade", "blocked", "phrase", "phrase"]})
-    stage3 = pa.table({"tag_id": pa.array([3, 7, 7], pa.int32()), "tag": ["cheerful", "mellow chill", "mellow chill"],
-                       "target": ["happy", "mellow", "chill"], "source": ["embedding"] * 3,
-                       "distance": [0.4, 0.3, 0.35], "cut": [0.5, 0.5, 0.5]})
+    # Rows without a target (None, or '' as in the thesis's files) map nothing and are counted.
+    stage2 = pa.table({"tag_id": pa.array([0, 2, 5, 4, 6, 6, 1], pa.int32()),
+                       "tag": ["rock", "hapy", "80's", "zzz", "sad indie rock", "sad indie rock", "Happy "],
+                       "target": ["rock", "happy", "80s", None, "sad", "indie rock", None],
+                       "rule": ["exact", "typo", "decade", "blocked", "phrase", "phrase", "blocked"]})
+    stage3 = pa.table({"tag_id": pa.array([3, 7, 7, 4], pa.int32()),
+                       "tag": ["cheerful", "mellow chill", "mellow chill", "zzz"],
+                       "target": ["happy", "mellow", "chill", ""], "source": ["embedding"] * 4,
+                       "distance": [0.4, 0.3, 0.35, 0.1], "cut": [0.5, 0.5, 0.5, 0.5]})
     paths = {}
     for name, t in (("manifest", manifest), ("tags", tags), ("track_tags", track_tags),
                     ("stage2", stage2), ("stage3", stage3)):
@@ -71,7 +73,8 @@ def test_stages_add_positives(inputs):
     assert summary["tracks_without_audio"] == 1
     assert summary["stage1"]["tracks_without_positive"] == 2      # b (only 'hapy', 'cheerful') and d
     assert summary["stage3"]["tracks_without_positive"] == 1
-    assert summary["mapping_rows_without_target"]["stage2"] == 1
+    assert summary["mapping_rows_without_target"] == {"stage2": 2, "stage3": 1}
+    assert summary["track_tag_rows_below_min_weight"] == 0                          # no --min-weight
     saved = json.loads((pq.read_schema(f"{inputs['out']}/labels_stage2.parquet").metadata[b"tagfold.config"]))
     assert saved["categories"][0] == "genre" and saved["selected_tags"][0] == "rock"
 
@@ -84,6 +87,15 @@ def test_min_weight(inputs):
     assert s["track_tag_rows_below_min_weight"] == 2
     assert s["track_tag_rows_read"] == s["track_tag_rows_kept"] + s["track_tag_rows_no_audio"] \
         + s["track_tag_rows_below_min_weight"]
+    # "at least W": a weight equal to W is kept ("80's" has 30); a missing (NaN) weight is dropped.
+    tt = pq.read_table(inputs["track_tags"])
+    weights = tt.column("weight").to_pylist()
+    weights[3] = float("nan")                                   # b's 'cheerful' (80)
+    pq.write_table(tt.set_column(2, "weight", pa.array(weights, pa.float32())), inputs["track_tags"])
+    s = build_labels(LabelsConfig(**inputs, min_weight=30))
+    assert read(inputs["out"], 2).column("80s").to_pylist() == [1, 0, 0, 0]
+    assert read(inputs["out"], 3).column("happy").to_pylist() == [0, 0, 1, 0]      # b: 'hapy' 10, 'cheerful' NaN
+    assert s["track_tag_rows_below_min_weight"] == 2
 
 
 def test_unknown_target_names_file_and_row(inputs, tmp_path):
@@ -111,8 +123,8 @@ def test_cli(inputs, capsys):
 
 
 @settings(max_examples=50, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 9)), max_size=30),
-       st.lists(st.tuples(st.integers(0, 9), st.integers(0, 3)), max_size=20))
+@given(st.lists(st.tuples(st.integers(0, 5), st.integers(-3, 9)), max_size=30),
+       st.lists(st.tuples(st.integers(-3, 9), st.integers(0, 3)), max_size=20))
 def test_label_matrix_matches_plain_loop(track_tag, pairs):
     rows = np.array([r for r, _ in track_tag], np.int64)
     tags = np.array([t for _, t in track_tag], np.int64)
