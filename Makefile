@@ -14,7 +14,7 @@ DATA ?=
 PYX := $(wildcard native/*.pyx)
 EXT_STAMP := $(VENV)/.ext-built
 
-.PHONY: install test pipeline train evaluate experiment checkpoints clean help
+.PHONY: install test mutate pipeline train evaluate experiment checkpoints clean help
 
 install: $(VENV)/.deps $(VENV)/.editable $(EXT_STAMP)  ## create .venv/ with the pinned requirements and tagfold (idempotent)
 
@@ -39,6 +39,11 @@ $(EXT_STAMP): $(VENV)/.editable $(PYX)
 # The README's test command; CI runs exactly this.
 test: install  ## the whole test suite; benchmarks run once as tests (what CI runs)
 	$(PY) -m pytest -q tests benchmarks --benchmark-disable $(PYTEST_ARGS)
+
+# On demand, not in CI: needs `$(VENV)/bin/pip install mutmut==2.5.1 whatthepatch`.
+mutate: install  ## mutation testing: MODULE=training/inference.py[:LINES] TESTS="tests/test_x.py ..." (tools/mutate.sh)
+	@test -n "$(MODULE)" -a -n "$(TESTS)" || { echo "make mutate: set MODULE=path/to/module.py and TESTS=\"tests/test_x.py\"" >&2; exit 2; }
+	nice -n 10 tools/mutate.sh $(MODULE) $(TESTS)
 
 pipeline: install  ## the tag pipeline on the embedded default data -> OUT/tags
 	$(TAGFOLD) pipeline --out $(OUT)/tags
