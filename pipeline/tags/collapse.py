@@ -91,6 +91,7 @@ STAGE2_SCHEMA = pa.schema([
 # 'artist- title', 'artist -title'); a dash inside a word does not ('hip-hop', 'post-rock').
 _SEPARATOR_RE = re.compile(r"\s+-+\s*|\s*-+\s+")
 SEPARATOR = "-"   # the token standing for a separator (tokenize never yields punctuation)
+_IN_PARTS = "\x00"  # marks the tokens of a separated tag inside collapse() (never in a token)
 _SUFFIX_WORDS = frozenset("ally ness less ful ish ism ist ists ing ings ers est ies ous ive ion ions "
                           "able ible ment ments ity ties".split())
 
@@ -587,13 +588,22 @@ def collapse(tags: Sequence[str], selected: SelectedTags | None = None,
         workers = 2 if len(tags) >= 100_000 else 1
     if workers > 1 and "fork" not in mp.get_all_start_methods():
         workers = 1
-    token_lists = [tokens_with_separators(t) for t in tags]
+    tokenize = norm.tokenize
+    token_lists = [tokenize(t) if "-" not in t else tokens_with_separators(t) for t in tags]
     completions = rules.completions
     for toks in token_lists:
         if len(toks) >= 2 and (toks[-2], toks[-1]) in completions:
             toks[-1] = completions[toks[-2], toks[-1]]
-    unique = set(chain.from_iterable(token_lists))
-    unique.discard(SEPARATOR)
+    # In separated tags each token carries a mark, so that only they pay for telling names from
+    # descriptors in their gaps; the other tags keep sharing one match result per reading.
+    in_parts: set[str] = set()
+    for k, toks in enumerate(token_lists):
+        if SEPARATOR in toks:
+            in_parts.update(toks)
+            token_lists[k] = [t if t == SEPARATOR else t + _IN_PARTS for t in toks]
+    in_parts.discard(SEPARATOR)
+    unique = set(chain.from_iterable(token_lists)) - {SEPARATOR}
+    unique = {t[:-1] if t.endswith(_IN_PARTS) else t for t in unique}
     state = {"rules": rules, "token_lists": token_lists}
     pool = None
     try:
@@ -611,16 +621,22 @@ def collapse(tags: Sequence[str], selected: SelectedTags | None = None,
         analysed[SEPARATOR] = ((SEPARATOR, "separator"),)
         lexicon, negators = rules.lexicon, rules.negators
         # Tokens that can start no phrase let most tags skip matching altogether.
-        state["relevant"] = {tok for tok, words in analysed.items() if any(w in lexicon for w, _ in words)}
+        relevant = {tok for tok, words in analysed.items() if any(w in lexicon for w, _ in words)}
+        state["relevant"] = relevant | {tok + _IN_PARTS for tok in relevant & in_parts}
         # Words outside the lexicon only matter as gaps between phrases, so tags that differ
-        # only in such words ('swiss metal', 'fresh metal') share one match result.
-        # The gap keeps one bit: whether the word describes music (a segment holding a word
-        # that does not is a name or a title, see _match_words).
+        # only in such words ('swiss metal', 'fresh metal') share one match result. In a
+        # separated tag the gap keeps one bit: whether the word describes music (a part
+        # holding a word that does not is a name or a title, see _match_words).
         gap, name_gap = ("", ""), ("", "name")
         descriptors = rules.descriptors
-        state["reduced"] = {tok: tuple(wr if wr[0] in lexicon or wr[0] in negators or wr[0] == SEPARATOR
-                                       else gap if wr[0] in descriptors or not wr[0] else name_gap for wr in words)
-                            for tok, words in analysed.items()}
+        reduced = {tok: tuple(wr if wr[0] in lexicon or wr[0] in negators or wr[0] == SEPARATOR else gap
+                              for wr in words)
+                   for tok, words in analysed.items()}
+        reduced.update((tok + _IN_PARTS, tuple(wr if wr[0] in lexicon or wr[0] in negators
+                                               else gap if wr[0] in descriptors or not wr[0] else name_gap
+                                               for wr in words))
+                       for tok, words in analysed.items() if tok in in_parts)
+        state["reduced"] = reduced
         if pool is not None:
             # The matching state exists only now: fork fresh workers that see it.
             pool.close()
