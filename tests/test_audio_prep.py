@@ -51,6 +51,15 @@ def test_decode_resamples_real_clip_with_antialiasing(shared):
     assert _band_db(x, 16000, 7500, 8000) < _band_db(orig, rate, 7500, 8000) - 2
 
 
+def test_resampled_length_is_what_decoding_returns(shared, tmp_path):
+    """The chunk plan of `predict` reads this length before decoding: it must be the decoded one."""
+    from tagfold.pipeline.decode import resampled_length
+    sf.write(tmp_path / "tone.wav", np.sin(np.arange(44100 * 2 + 7) / 5).astype(np.float32), 44100)
+    for path in (shared / "emotify" / "audio" / "emotify-002.mp3", tmp_path / "tone.wav"):
+        x, sr, _ = decode_mono_16k(path)
+        assert len(x) == resampled_length(sf.info(str(path)).frames, sr), path
+
+
 def test_antialiasing(tmp_path):
     # 44.1 -> 16 kHz: a 3 kHz tone is kept at its level; an 11 kHz one (above the new Nyquist) is
     # removed, not folded back to 16 - 11 = 5 kHz. Separate thresholds: plain np.interp keeps rms
