@@ -220,9 +220,12 @@ def test_predict_files_reports_unreadable(trained, tmp_path, capsys):
     js = json.loads(format_results(results, "json"))
     assert js[1]["error"] and js[0]["tags"][0]["tag"] == top[0][0]
 
+    capsys.readouterr()
     assert predict_main([str(tmp_path), "--checkpoint", ckp, "--n-chunks", "2", "--format", "json"]) == 0
     out = capsys.readouterr()
     assert len(json.loads(out.out)) == 3 and "read 3 = predicted 2 + failed 1" in out.err
+    # what the checkpoint learnt from is said once, with its labels file
+    assert out.err.count(f"labels {cfg.labels}") == 1 and "Stage " in out.err
     assert "broken.mp3: refused (decode_error" in out.err
 
 

@@ -43,6 +43,15 @@ def list_inputs(items: list[str]) -> list[Path]:
     return list(dict.fromkeys(files))    # a file named twice is predicted once
 
 
+def training_data(state: dict) -> str:
+    """One line on what a checkpoint was trained on: model, tags, stage and the labels file."""
+    from tagfold.training.checkpoint import describe
+
+    cfg = state.get("config") or {}
+    return (f"{describe(state)}, labels {cfg.get('labels') or 'unknown'}, "
+            f"after epoch {state.get('epoch', '?')}")
+
+
 def predict_files(paths: list[Path], checkpoint: str, *, top_k=5, n_chunks=16, batch_files=8,
                   device="cpu") -> list[dict]:
     from tqdm import tqdm
@@ -52,6 +61,9 @@ def predict_files(paths: list[Path], checkpoint: str, *, top_k=5, n_chunks=16, b
 
     model, state = load_model(checkpoint, device)
     cfg, tags = state["config"], state["tags"]
+    # Scores only mean something on music like the training data (a demo checkpoint on real
+    # music ranks decades first), so say once what this checkpoint learnt from.
+    print(f"tagfold predict: {checkpoint}: {training_data(state)}", file=sys.stderr)
     featurize = featurizer(cfg["input"], device)
     results = []
 
