@@ -60,6 +60,13 @@ def test_resampled_length_is_what_decoding_returns(shared, tmp_path):
         assert len(x) == resampled_length(sf.info(str(path)).frames, sr), path
 
 
+def test_decode_refuses_a_file_with_no_frames(tmp_path):
+    from tagfold.pipeline.decode import Rejected
+    sf.write(tmp_path / "none.wav", np.zeros((0, 1), np.float32), 16000)   # a valid header, no audio
+    with pytest.raises(Rejected, match="^no_audio$"):
+        decode_mono_16k(tmp_path / "none.wav")
+
+
 def test_antialiasing(tmp_path):
     # 44.1 -> 16 kHz: a 3 kHz tone is kept at its level; an 11 kHz one (above the new Nyquist) is
     # removed, not folded back to 16 - 11 = 5 kHz. Separate thresholds: plain np.interp keeps rms
@@ -110,6 +117,7 @@ def test_prep_hostile_inputs_resume_and_shards(shared, tmp_path, capsys):
     assert kept["short"]["flag"] == "short" and kept["st8k"]["flag"] == "upsampled"
     assert abs(kept["ch6"]["length"] - 4 * 16000) <= 1 and abs(kept["st8k"]["length"] - 5 * 16000) <= 1
     assert 5 * 16000 < kept["trunc"]["length"] < 30 * 16000  # partial decode kept at its real length
+    assert kept["trunc"]["flag"] == "truncated" and kept["emotify-002"]["flag"] is None
     row = kept["emotify-002"]
     shard = np.load(out / f"shard-{row['shard']:05d}.npy", mmap_mode="r")
     ref, _, _ = decode_mono_16k(paths[0])
