@@ -210,7 +210,8 @@ def demo_tag_table(data: Path) -> Table | None:
                 out.setdefault(r["tag"], set()).add(r["target"])
         return out
     m2, m3 = mapping(s2), mapping(s3)
-    selected = set(tagnoise.meaning_words())
+    from tagfold.pipeline.selected import load_selected
+    selected = set(load_selected().tags)
     unmapped = [t for t in raw if t not in m2 and t not in selected]
     distinct = sorted({t for t in raw if t in meant})
     right2 = sum(meant[t] in m2.get(t, ()) for t in distinct)
@@ -289,7 +290,8 @@ def fig_curves(cfg, results, model) -> bytes:
             ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
             ax.set_xlabel("epoch")
             ax.grid(alpha=0.3)
-        ax_pr.legend(fontsize=7)
+        if ax_pr.get_legend_handles_labels()[0]:      # no curve when the run left no history
+            ax_pr.legend(fontsize=7)
     fig.tight_layout()
     return _png(fig)
 

@@ -166,3 +166,30 @@ def test_a_failed_run_is_listed_and_the_others_still_reported(quick, monkeypatch
     assert {r[0]: r[1] for r in runs} == {"stage1-wave-seed0": "ok", "stage2-wave-seed0": "failed"}
     overall = next(t for k, t in _tables(md.with_name("report.json")).items() if k.startswith("Table 1"))
     assert overall["rows"][0][2] != "n/a" and overall["rows"][1][2] == "n/a"
+
+
+def test_report_without_latent_truth_says_which_truths_it_scored(tmp_path):
+    """A dataset with no latent or human labels: the report names the truths it could score and
+    leaves out the label-quality table instead of printing empty columns."""
+    from tagfold import report
+    from tagfold.experiment import ExperimentConfig, Run, RunResult
+
+    rng = np.random.default_rng(0)
+    tags, cats = ("rock", "jazz", "sad", "happy"), ("genre", "genre", "emotion", "emotion")
+    y1 = (rng.random((40, 4)) < 0.3).astype(np.uint8)
+    y1[0], y1[1] = 1, 0                                   # every tag has a positive and a negative
+    cfg = ExperimentConfig(out=str(tmp_path / "exp"), stages=(1, 2), models=("wave",), seeds=(0,), n_boot=50)
+    results = []
+    for stage in (1, 2):
+        y_own = y1 | (rng.random((40, 4)) < 0.1) if stage == 2 else y1
+        run = Run(stage, "wave", 0, tmp_path / f"s{stage}", {}, None)
+        results.append(RunResult(run, {"status": "ok", "seconds": 1.0}, [], [f"t{i}" for i in range(40)],
+                                 rng.random((40, 4)) + 0.5 * y1, {"own": y_own.astype(np.uint8), "stage1": y1},
+                                 tags, cats))
+    md = report.write(cfg, tmp_path / "no-such-data", "", results, wall_seconds=1.0)
+    text = md.read_text()
+    assert "Truths scored: own stage's labels, Stage I labels." in text
+    assert "Not available: latent (true) tags (the dataset has no latent or human labels" in text
+    assert "Label quality" in text and "cannot be scored" in text and "### Label quality" not in text
+    overall = next(t for k, t in _tables(md.with_name("report.json")).items() if k.startswith("Table 1"))
+    assert len(overall["header"]) == 2 + 2 * 2 and all("n/a" not in c for r in overall["rows"] for c in r)
