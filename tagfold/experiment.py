@@ -70,8 +70,9 @@ class ExperimentConfig:
         bad = [s for s in self.stages if s not in (1, 2, 3)]
         if bad or not self.stages:
             raise UserError(f"--stages must be a non-empty list of 1, 2, 3; got {list(self.stages)}")
-        for m in self.models:
-            models.spec(m)          # names the valid models on a typo
+        unknown = [m for m in self.models if m not in models.REGISTRY]
+        if unknown:
+            raise UserError(f"--models: unknown {', '.join(unknown)}; choose from {', '.join(models.REGISTRY)}")
         if not self.models or not self.seeds:
             raise UserError("--models and --seeds must not be empty")
         for name in ("epochs", "batch_size", "n_chunks", "n_boot"):

@@ -147,6 +147,8 @@ def test_rerun_skips_finished_runs_and_refuses_a_changed_run(quick):
     (runs[0] / "run.json").write_text(json.dumps(saved))
     with pytest.raises(ValueError, match="--stages"):
         run_experiment(dataclasses.replace(cfg, stages=(4,)), progress=False)
+    with pytest.raises(ValueError, match="--models: unknown foo; choose from wave, mel"):
+        run_experiment(dataclasses.replace(cfg, models=("foo",)), progress=False)
 
 
 def test_a_failed_run_is_listed_and_the_others_still_reported(quick, monkeypatch):
