@@ -582,12 +582,21 @@ def plot_distance_grid(result: EmbedResult, selected: SelectedTags, path: str | 
     return path
 
 
+def report_fields(report: "EmbedReport") -> dict:
+    """The report as stored with the outputs: results only. How many texts the encoder had to
+    encode depends on what the vector cache already held, not on the input, so it is left out
+    and a warm and a cold run write the same files."""
+    fields = asdict(report)
+    fields.pop("encoded")
+    return fields
+
+
 def write_outputs(result: EmbedResult, selected: SelectedTags, out_dir: str | Path, config: EmbedConfig,
                   plot: bool = True) -> list[Path]:
     from tagfold.pipeline.io import write_parquet
 
     out_dir = Path(out_dir)
-    meta = {"embed": asdict(config), "report": asdict(result.report)}
+    meta = {"embed": asdict(config), "report": report_fields(result.report)}
     paths = [write_parquet(result.table, out_dir / "stage3.parquet", meta),
              write_parquet(result.fits, out_dir / "fits.parquet", meta)]
     if plot:

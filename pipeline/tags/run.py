@@ -357,7 +357,7 @@ def run_pipeline(out_dir: str | Path, config: PipelineConfig = PipelineConfig(),
 
 def _run_pipeline(out_dir: Path, config: PipelineConfig, side_process: bool | None) -> dict[str, float]:
     from tagfold.pipeline.tags.collapse import collapse
-    from tagfold.pipeline.tags.embed import EmbedResult, write_outputs
+    from tagfold.pipeline.tags.embed import EmbedResult, report_fields, write_outputs
     from tagfold.pipeline.tags.ingest import ingest
     from tagfold.pipeline.io import atomic_path, output_lock, start_run, write_parquet, write_text
     from tagfold.pipeline.selected import load_selected
@@ -439,7 +439,8 @@ def _run_pipeline(out_dir: Path, config: PipelineConfig, side_process: bool | No
                 "input": str(source), "ingest": {k: v for k, v in ingested.report.to_dict().items() if k != "rejects"},
                 "stage1_shares": shares, "stage2_rows": stage2.num_rows,
                 "stage2_tags": pc.count_distinct(stage2.column("tag_id")).as_py(),
-                "stage3": asdict(report), "seconds": timings, "peak_rss_mib": peak_rss,
+                "stage3": report_fields(report), "seconds": timings, "peak_rss_mib": peak_rss,
+                "encoded_this_run": report.encoded,   # depends on the vector cache: a measurement, not a result
             }
             write_text(json.dumps(summary, indent=1), out_dir / "summary.json")
     finally:
