@@ -177,6 +177,12 @@ def test_thesis_tables(tmp_path):
     ev.write_report(scored, tmp_path)
     md = (tmp_path / "overall.md").read_text()
     assert md.startswith("| model | stage | truth | macro ROC-AUC") and md.count("\n") == 11
+    # the written tables are exactly tables(): Markdown rows and separator, and CSV
+    assert md.splitlines() == ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + \
+        ["| " + " | ".join(r) + " |" for r in rows]
+    assert header[3:] == ["macro ROC-AUC", "macro PR-AUC", "micro ROC-AUC", "micro PR-AUC", "defined tags"]
+    assert list(csv.reader(open(tmp_path / "overall.csv", newline=""))) == [header, *rows]
+    assert (tmp_path / "overall.csv").read_text().count("\n") == len(rows) + 1
     assert (tmp_path / "by_category.csv").read_text().count("\n") == len(crows) + 1
     for truth in ("own", "stage1", "latent"):
         assert (tmp_path / f"per_tag_roc_auc_{truth}.png").exists()
@@ -193,6 +199,12 @@ def test_load_truth_long_and_wide(tmp_path):
                                   [[1, 1, 0, 0, 0], [0] * 5])
     with pytest.raises(ValueError, match="missing, e.g. track 'z'"):
         ev.load_truth(tmp_path / "long.parquet", TAGS, ["z"])
+    # wide: a column per tag (the labels_stage*.parquet layout), other columns and orders ignored
+    wide = pa.table({"track_id": ["x", "y", "w"], "split": ["test"] * 3,
+                     **{t: pa.array([j % 2, 1, 0], pa.uint8()) for j, t in enumerate(reversed(TAGS))}})
+    write_parquet(wide, tmp_path / "wide.parquet")
+    np.testing.assert_array_equal(ev.load_truth(tmp_path / "wide.parquet", TAGS, ["y", "x"]),
+                                  [[1] * 5, [j % 2 for j in reversed(range(len(TAGS)))]])
 
 
 def test_predict_files_reports_unreadable(trained, tmp_path, capsys):
