@@ -32,11 +32,15 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
+from tagfold.pipeline.constants import CROP_SAMPLES
+from tagfold.pipeline.labels_schema import tag_columns
 from tagfold.training.features import LogMel, MelConfig
+from tagfold.pipeline.errors import UserError
 
 
 def _rows(prep_dir, labels, split):
-    """(track ids, label matrix float32, label row idx) for the selected split, present in prep."""
+    """(track ids, label matrix float32, label row idx) for the selected split, present in prep.
+    `split` may join several with '+' ('train+valid': the final fit after choosing epochs on valid)."""
     index = pq.read_table(Path(prep_dir) / "index.parquet")
     prepped = index.column("track_id").to_pylist()
     if isinstance(labels, np.ndarray):
@@ -45,11 +49,12 @@ def _rows(prep_dir, labels, split):
         if len(labels) != len(prepped):
             raise ValueError(f"labels array has {len(labels)} rows, {prep_dir}/index.parquet {len(prepped)}")
         return prepped, labels.astype(np.float32), np.arange(len(prepped), dtype=np.int64)
-    tags = [c for c in labels.column_names if c not in ("track_id", "split")]
+    tags = tag_columns(labels)
     tids = labels.column("track_id").to_pylist()
     keep = np.ones(len(tids), bool)
     if split is not None:
-        keep &= np.array([s == split for s in labels.column("split").to_pylist()])
+        wanted = set(split.split("+"))
+        keep &= np.array([s in wanted for s in labels.column("split").to_pylist()])
     have = set(prepped)
     present = np.array([t in have for t in tids])
     missing = int((keep & ~present).sum())
@@ -89,10 +94,10 @@ class ShardStore:
             try:
                 self._shards[s] = np.load(path, mmap_mode="r") if path.exists() else None
             except ValueError as e:
-                raise ValueError(f"{path}: not a numeric prep shard (object/pickled arrays are refused, "
+                raise UserError(f"{path}: not a numeric prep shard (object/pickled arrays are refused, "
                                  f"never unpickled): {e}") from None
             if self._shards[s] is not None and self._shards[s].dtype.kind != "f":
-                raise ValueError(f"{path}: prep shards hold float16/float32 samples, found {self._shards[s].dtype}")
+                raise UserError(f"{path}: prep shards hold float16/float32 samples, found {self._shards[s].dtype}")
         shard = self._shards[s]
         if shard is None:
             import soundfile as sf
@@ -111,7 +116,7 @@ def crop_start(length: int, crop: int, u: float | None) -> int:
     return span // 2 if u is None else int(u * span)
 
 
-def eval_chunks(prep_dir, track_id, n_chunks=16, crop_samples=59049, store=None) -> np.ndarray:
+def eval_chunks(prep_dir, track_id, n_chunks=16, crop_samples=CROP_SAMPLES, store=None) -> np.ndarray:
     """[n_chunks, crop] float32 evenly spaced over a prepped track (training/inference.py)."""
     from tagfold.training.inference import chunk_starts   # where chunks lie: defined once, there
     store = store or ShardStore(prep_dir)
@@ -191,7 +196,7 @@ def _collate(batch):
 
 class TorchLoader:
     def __init__(self, prep_dir, labels, split, *, input, batch_size, crop_samples, train, device,
-                 num_workers, seed, mel=MelConfig(), rank=0, world=1):
+                 num_workers, seed, mel=MelConfig(), rank=0, world=1, augment=None):
         import torch
         tids, y, rows = _rows(prep_dir, labels, split)
         self.device = torch.device(device)
@@ -204,6 +209,7 @@ class TorchLoader:
             # prep-audio's do: none lingers reading shards beside a re-run
             worker_init_fn=functools.partial(_die_with, os.getpid()) if num_workers > 0 else None)
         self.mel = LogMel(mel).to(self.device) if input == "mel" else None
+        self.augment = augment if augment is not None and augment.active and train else None
 
     def set_epoch(self, epoch: int) -> None:
         self.sampler.epoch = int(epoch)
@@ -213,9 +219,14 @@ class TorchLoader:
 
     def __iter__(self):
         import torch
+        # augmentation draws from (seed, epoch, rank), read before the sampler moves to the next epoch
+        rng = (np.random.default_rng((self.sampler.seed, self.sampler.epoch, 7, self.sampler.rank))
+               if self.augment else None)
         for x, y, idx in self.loader:
             # non_blocking: the copy from pinned memory overlaps the previous step's GPU work
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            if self.augment is not None:     # on the waveform, before any log-mel
+                x, y = self.augment.apply(x, y, rng)
             if self.mel is not None:
                 with torch.no_grad():
                     x = self.mel(x)
@@ -320,25 +331,37 @@ def dali_available() -> bool:
         return False
 
 
-def make_loader(prep_dir, labels, split, *, input="wave", batch_size=16, crop_samples=59049, train=True,
+def choose_backend(prep_dir, backend: str, device: str) -> str:
+    """The loader `backend` names; for auto, see make_loader."""
+    if backend != "auto":
+        return backend
+    prep = Path(prep_dir)
+    has_flac, has_npy = (prep / "flac").is_dir(), any(prep.glob("shard-*.npy"))
+    use_dali = dali_available() and has_flac and (str(device).startswith("cuda") or not has_npy)
+    return "dali" if use_dali else "torch"
+
+
+def make_loader(prep_dir, labels, split, *, input="wave", batch_size=16, crop_samples=CROP_SAMPLES, train=True,
                 backend="torch", device="cpu", num_workers=0, seed=0, mel: MelConfig = MelConfig(),
-                rank=0, world=1):
+                rank=0, world=1, augment=None):
     """See the module docstring for the batch contract. backend: torch | dali | auto = DALI when
     training on a GPU with FLAC files and DALI installed (or when the prep has FLAC files only),
     else torch: on a CPU the memmap crops are faster than decoding FLAC (benchmarks/bench_audio.py).
     rank, world: this process's share of the training batches (`shard_plan`); evaluation
-    (train=False) is never sharded, so they must stay 0, 1 there."""
+    (train=False) is never sharded, so they must stay 0, 1 there. augment: a training.augment.Augment
+    applied to training batches (torch backend only)."""
     if input not in ("wave", "mel"):
         raise ValueError(f"input must be 'wave' or 'mel', got {input!r}")
     if not train and (rank, world) != (0, 1):
         raise ValueError(f"rank/world shard training batches only; train=False got rank={rank}, world={world}")
-    if backend == "auto":
-        prep = Path(prep_dir)
-        has_flac, has_npy = (prep / "flac").is_dir(), any(prep.glob("shard-*.npy"))
-        use_dali = dali_available() and has_flac and (str(device).startswith("cuda") or not has_npy)
-        backend = "dali" if use_dali else "torch"
-    cls = {"torch": TorchLoader, "dali": DaliLoader}.get(backend)
+    cls = {"torch": TorchLoader, "dali": DaliLoader}.get(choose_backend(prep_dir, backend, device))
     if cls is None:
         raise ValueError(f"backend must be torch, dali or auto, got {backend!r}")
+    if augment is not None and augment.active and train:
+        if cls is DaliLoader:
+            raise ValueError("waveform augmentation runs in the torch loader; use --backend torch")
+        return cls(prep_dir, labels, split, input=input, batch_size=batch_size, crop_samples=crop_samples,
+                   train=train, device=device, num_workers=num_workers, seed=seed, mel=mel, rank=rank,
+                   world=world, augment=augment)
     return cls(prep_dir, labels, split, input=input, batch_size=batch_size, crop_samples=crop_samples,
                train=train, device=device, num_workers=num_workers, seed=seed, mel=mel, rank=rank, world=world)
