@@ -1,17 +1,22 @@
 """The MSD top-50 benchmark preset: its tag list against the benchmark's, its label matrices
 against the published valid/test matrices when the same tags and values are fed in through a
-real-schema lastfm_tags.db, and its refusals."""
+real-schema lastfm_tags.db, its refusals, and a short training run of the preset end to end."""
 import ast
 import json
 import sqlite3
+import sys
+from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
+import soundfile as sf
 
 from tagfold import cli
 from tagfold.pipeline import msd_top50
 from tagfold.pipeline.io import read_config
 from tagfold.pipeline.labels_schema import read_labels
+from tagfold.training import checkpoint as ckpt
 
 DISTRACTORS = {   # Last.fm tags that differ from a benchmark tag only in case or spacing
     "rock": ["Rock", "ROCK", "rock "], "Hip-Hop": ["hip-hop", "Hip-hop", "hip hop"], "Mellow": ["mellow"],
@@ -173,3 +178,66 @@ def test_labels_help_names_the_benchmark(capsys):
     with pytest.raises(SystemExit):
         cli.main(["labels", "--help"])
     assert "--benchmark" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- the preset end to end
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_preset_trains_end_to_end_on_a_real_schema_fixture(tmp_path, capsys):
+    """labels --benchmark -> manifest (MSD layout) -> prep-audio -> train --benchmark msd-top50
+    --preset won2020 (scaled: 10 epochs, tiny width and crops) -> evaluate, through the CLI."""
+    rng = np.random.default_rng(0)
+    splits = {"train": 12, "valid": 4, "test": 4}
+    ids = {s: [f"TR{s[:2].upper()}{i:014d}" for i in range(n)] for s, n in splits.items()}
+    tracks = [t for s in splits for t in ids[s]]
+    y = np.zeros((len(tracks), 50), np.uint8)
+    y[np.arange(len(tracks)), rng.integers(0, 3, len(tracks))] = 1     # rock, pop or alternative
+    write_db(tmp_path / "lastfm_tags.db", tracks, y)
+    root = tmp_path / "previews"
+    t = np.arange(16000) / 16000
+    for track, labels in zip(tracks, y):       # 1 s of a tone per tag, MSD's 7digital layout
+        path = root / track[2] / track[3] / track[4] / f"{track}.clip.mp3"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tone = sum(np.sin(2 * np.pi * (300 + 500 * j) * t) for j in np.flatnonzero(labels))
+        sf.write(path, (0.3 * tone + 0.01 * rng.standard_normal(len(t))).astype(np.float32), 16000, format="MP3")
+    for s in splits:
+        (tmp_path / f"{s}.txt").write_text("\n".join(ids[s]) + "\n")
+    lists = [f"{s}={tmp_path / f'{s}.txt'}" for s in splits]
+    data = tmp_path / "data"
+    steps = [
+        ["manifest", "--msd-root", str(root), "--msd-ids", *lists, "--out", str(data / "manifest.parquet")],
+        ["prep-audio", "--manifest", str(data / "manifest.parquet"), "--out", str(data / "prep"), "--workers", "1"],
+        ["labels", "--benchmark", "msd-top50", "--lastfm-db", str(tmp_path / "lastfm_tags.db"), "--msd-ids", *lists,
+         "--out", str(data / "labels")],
+        ["train", "--benchmark", "msd-top50", "--preset", "won2020", "--data", str(data), "--epochs", "10",
+         "--width", "0.0625", "--crop-samples", "8000", "--batch-size", "4", "--val-chunks", "3", "--device", "cpu",
+         "--num-workers", "0", "--out", str(tmp_path / "run")],
+        ["evaluate", "--checkpoint", str(tmp_path / "run" / "best.pt"), "--n-chunks", "3", "--out",
+         str(tmp_path / "eval")],
+    ]
+    for step in steps:
+        assert cli.main(step) == 0, (step[0], capsys.readouterr().err[-2000:])
+    state = ckpt.load(tmp_path / "run" / "epoch-0010.pt")
+    cfg = state["config"]
+    assert (cfg["benchmark"], cfg["model"], cfg["schedule"], cfg["select"], cfg["val_chunks"]) == (
+        "msd-top50", "shortchunk_resnet", "won2020", "loss", 3)
+    assert [r["lr"] for r in state["history"]] == [1e-4] * 4 + [1e-3, 1e-4] + [1e-5] * 4
+    assert state["tags"] == list(msd_top50.TAGS)
+    losses = [r["valid_loss"] for r in state["history"]]
+    assert ckpt.load(tmp_path / "run" / "best.pt")["epoch"] == 1 + int(np.argmin(losses))
+    assert (tmp_path / "eval" / "overall.md").exists()
+    table = pq.read_table(data / "labels" / msd_top50.LABELS_FILE)
+    assert table.num_rows == len(tracks) and table.column_names[2:] == list(msd_top50.TAGS)
+
+
+def test_training_on_the_benchmark_refuses_other_labels(tmp_path):
+    """--benchmark msd-top50 reads only labels made by `tagfold labels --benchmark msd-top50`."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_train import SynthLoaders, tiny_config
+    from tagfold.pipeline.errors import UserError
+    from tagfold.training.train import fit
+
+    cfg = tiny_config(tmp_path, benchmark="msd-top50")
+    with pytest.raises(UserError, match="not the msd-top50 labels .made for no benchmark.; make them with "
+                                        "`tagfold labels --benchmark msd-top50`"):
+        fit(cfg, SynthLoaders(cfg.labels), quiet=True)

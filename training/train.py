@@ -3,6 +3,8 @@
     tagfold train --stage 2 --input wave                      # demo data, end to end
     tagfold train --stage 3 --model shortchunk_resnet --data DIR --epochs 20 --out runs/s3
     tagfold train ... --resume                                 # continue a killed run exactly
+    tagfold train --benchmark msd-top50 --model shortchunk_resnet --schedule won2020 --preset won2020 \\
+        --data DIR                                             # Won et al. 2020 on the MSD top-50 task
     torchrun --nproc_per_node 4 -m tagfold.training.train ...  # several GPUs (or CPU, gloo)
 
 `--data DIR` holds `prep/` (the audio-prep output that training.loaders reads) and
@@ -15,8 +17,8 @@ The loop in `fit` reads top to bottom. Every CPU<->GPU synchronisation is marked
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
+import json
 import math
 import os
 import random
@@ -32,108 +34,58 @@ import torch.nn.functional as F
 
 from tagfold.training import checkpoint as ckpt
 from tagfold.training import models
+from tagfold.pipeline.constants import ROMAN
 from tagfold.pipeline.errors import UserError
+from tagfold.pipeline.labels_schema import read_labels  # noqa: F401 - training's reader of the labels file
 
-SCHEDULES = ("constant", "cosine", "step")
+from tagfold.training.config import (  # noqa: F401 - re-exported: the config is part of train's API
+    BENCHMARKS, PRESETS, SCHEDULES, WON2020_EPOCHS, WON2020_PHASES, WON2020_WEIGHT_DECAY, Phase, TrainConfig,
+    parse_args, phase_at, schedule_phases)
 
 
 class NonFiniteLoss(ValueError):
     """The training loss became NaN or Inf: the run stops before saving that epoch."""
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    stage: int = 2
-    input: str = "wave"
-    model: str = ""                 # '' -> the thesis model for `input`
-    data: str = ""                  # '' -> build and use the demo in $TAGFOLD_OUT/demo
-    prep: str = ""                  # '' -> {data}/prep
-    labels: str = ""                # '' -> {data}/labels/labels_stage{stage}.parquet
-    out: str = ""                   # '' -> $TAGFOLD_OUT (default out)/train/stage{stage}-{model}
-    epochs: int = 10
-    batch_size: int = 16
-    lr: float = 1e-3
-    schedule: str = "cosine"        # constant | cosine (over `epochs`) | step (x0.1 every step_epochs)
-    step_epochs: int = 10
-    weight_decay: float = 1e-5
-    grad_clip: float = 5.0
-    width: float = 1.0              # channel multiplier; the CPU demo uses 0.125
-    crop_samples: int = models.CROP_SAMPLES
-    seed: int = 0
-    device: str = "auto"            # auto | cpu | cuda | cuda:N
-    backend: str = "auto"           # loader backend: torch | dali | auto
-    num_workers: int = 2
-    max_steps: int = 0              # train steps per epoch, 0 = the whole split
-    keep: int = 3                   # epoch checkpoints kept (>= 2)
-    resume: bool = False
-    overwrite: bool = False         # a fresh run into a folder holding an earlier run deletes it
-
-    def resolved(self) -> "TrainConfig":
-        """Fill the '' defaults and check ranges; the result is what gets saved."""
-        if self.stage not in (1, 2, 3):
-            raise ValueError(f"--stage must be 1, 2 or 3, got {self.stage}")
-        model = self.model or models.default_model_for(self.input)
-        spec = models.spec(model)   # --model decides the input kind; --input only picks the default model
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"--schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if self.keep < 2:
-            raise ValueError(f"--keep must be >= 2 (one good fallback), got {self.keep}")
-        from tagfold.pipeline.paths import DEFAULT_OUT
-        data = self.data or str(DEFAULT_OUT / "demo")
-        return dataclasses.replace(
-            self, model=model, input=spec.input, data=data,
-            prep=self.prep or str(Path(data) / "prep"),
-            labels=self.labels or str(Path(data) / "labels" / f"labels_stage{self.stage}.parquet"),
-            out=self.out or str(DEFAULT_OUT / "train" / f"stage{self.stage}-{model}"))
-
-
 # ----------------------------------------------------------------------------- data
-
-def read_labels(path: str | Path):
-    """(track_ids, splits, Y uint8 [n, n_tags], tags, categories) from a labels parquet."""
-    import pyarrow.parquet as pq
-    from tagfold.pipeline.io import read_config
-
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: labels file not found (make it with `tagfold labels`)")
-    table = pq.read_table(path)
-    if table.column_names[:2] != ["track_id", "split"]:
-        raise ValueError(f"{path}: expected columns track_id, split, then one per tag; got {table.column_names[:3]}")
-    tags = tuple(table.column_names[2:])
-    y = np.stack([table.column(t).to_numpy(zero_copy_only=False) for t in tags], axis=1).astype(np.uint8) \
-        if tags else np.zeros((table.num_rows, 0), np.uint8)
-    cats = tuple(read_config(path).get("categories") or _categories_for(tags))
-    return (table.column("track_id").to_pylist(), np.asarray(table.column("split").to_pylist()), y, tags, cats)
-
-
-def _categories_for(tags) -> list[str]:
-    from tagfold.pipeline.selected import load_selected
-    sel = load_selected()
-    return [sel.category_of(t) if t in sel.tags else "other" for t in tags]
-
 
 LoaderFactory = Callable[..., Iterable]
 
 
 def default_loader_factory(cfg: TrainConfig, device: str) -> LoaderFactory:
-    """make_loader from training.loaders (issue 3), bound to this config."""
-    try:
-        from tagfold.training.loaders import make_loader
-    except ImportError as e:
-        raise SystemExit(f"tagfold train: the audio loaders (tagfold.training.loaders, issue 3) are missing: {e}")
+    """make_loader from training.loaders, bound to this config."""
+    from tagfold.training.loaders import make_loader
 
     import pyarrow.parquet as pq
     labels = pq.read_table(cfg.labels)
 
     def factory(split: str, *, train: bool, seed: int, epoch: int, rank: int = 0, world: int = 1):
-        return make_loader(cfg.prep, labels, split, input=cfg.input, batch_size=cfg.batch_size,
-                           crop_samples=cfg.crop_samples, train=train, backend=cfg.backend,
-                           device=device, num_workers=cfg.num_workers, seed=seed, rank=rank, world=world)
+        if not train and cfg.val_chunks > 1:
+            return chunk_batches(cfg, labels, split, device)
+        return make_loader(cfg.prep, labels, cfg.train_split if train else split, input=cfg.input,
+                           batch_size=cfg.batch_size, crop_samples=cfg.crop_samples, train=train,
+                           backend=cfg.backend, device=device, num_workers=cfg.num_workers, seed=seed, rank=rank,
+                           world=world, augment=cfg.augment() if train else None)
     return factory
+
+
+def chunk_batches(cfg: TrainConfig, labels, split: str, device: str) -> Iterable:
+    """Validation over `cfg.val_chunks` evenly spaced crops per track (the chunks `tagfold evaluate`
+    scores): batches of whole tracks, their chunks consecutive in x, about `batch_size` crops each."""
+    from tagfold.training.features import LogMel
+    from tagfold.training.loaders import ShardStore, _rows, eval_chunks
+
+    tids, y, rows = _rows(cfg.prep, labels, split)
+    store = ShardStore(cfg.prep)
+    mel = LogMel().to(device) if cfg.input == "mel" else None
+    per_batch = max(1, cfg.batch_size // cfg.val_chunks)
+    for s in range(0, len(tids), per_batch):
+        x = torch.from_numpy(np.concatenate([eval_chunks(cfg.prep, t, cfg.val_chunks, cfg.crop_samples, store)
+                                             for t in tids[s:s + per_batch]])).to(device)
+        if mel is not None:
+            with torch.no_grad():
+                x = mel(x)
+        yield x, torch.from_numpy(y[s:s + per_batch]), torch.from_numpy(rows[s:s + per_batch])
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -156,7 +108,37 @@ def _device(cfg: TrainConfig) -> torch.device:
     return torch.device(cfg.device)
 
 
+def _optimizer(model, phase: Phase, cfg: TrainConfig):
+    if phase.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=phase.lr, momentum=0.9, nesterov=True,
+                               weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(model.parameters(), lr=phase.lr, weight_decay=cfg.weight_decay)
+
+
+def _switch_phase(model, opt, phase: Phase, cfg: TrainConfig, out: Path, world: int, quiet: bool):
+    """Start `phase` as Won et al. do: reload the best model so far (best.pt; the current weights
+    when no epoch has been best yet), then a new optimiser when its kind changes, else the same one
+    (its momentum kept; fit sets the new rate)."""
+    if world > 1:
+        import torch.distributed as dist
+        dist.barrier()      # rank 0 wrote best.pt at the end of the previous epoch
+    best = out / "best.pt"
+    source = "the current weights (no best epoch yet)"
+    if best.exists():
+        state = ckpt.load(best)
+        model.load_state_dict(state["model"])
+        source = f"best.pt (epoch {state['epoch']})"
+    if (phase.optimizer == "sgd") != isinstance(opt, torch.optim.SGD):
+        opt = _optimizer(model, phase, cfg)
+    if not quiet:
+        print(f"schedule {cfg.schedule}: from epoch {phase.first_epoch + 1}, {phase.optimizer} at lr {phase.lr:g}, "
+              f"continuing from {source}", file=sys.stderr)
+    return opt
+
+
 def _scheduler(opt, cfg: TrainConfig):
+    if cfg.schedule == "won2020":
+        return None     # fit sets each epoch's rate from its phase
     if cfg.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
     if cfg.schedule == "step":
@@ -212,17 +194,22 @@ def _to_device(x, y, device):
 
 @torch.no_grad()
 def validate(model, batches: Iterable, device, autocast) -> tuple[float, np.ndarray, np.ndarray]:
+    """(mean BCE per track and tag, labels, scores). A batch may hold several chunks per track,
+    consecutive in x (x has chunks x tracks rows, y one row per track): the loss is then the mean
+    over the chunks (as Won et al.'s validation) and a track's score the mean of its chunks' sigmoids."""
     model.eval()
     loss_sum = torch.zeros((), device=device)
     n, ys, ps = 0, [], []
     for x, y, _ in batches:
         x, y = _to_device(x, y, device)
+        chunks = x.shape[0] // y.shape[0]
         with autocast():
             logits = model(x).float()
-        loss_sum += F.binary_cross_entropy_with_logits(logits, y, reduction="sum") / y.shape[1]
+        loss_sum += F.binary_cross_entropy_with_logits(logits, y.repeat_interleave(chunks, dim=0),
+                                                       reduction="sum") / (y.shape[1] * chunks)
         n += y.shape[0]
         ys.append(y)
-        ps.append(torch.sigmoid(logits))
+        ps.append(torch.sigmoid(logits).view(y.shape[0], chunks, -1).mean(dim=1))
     if not n:
         return float("nan"), np.zeros((0, 0)), np.zeros((0, 0))
     # SYNC: one device->host copy per validation pass.
@@ -240,7 +227,7 @@ def _write_history(history: list[dict], out: Path, cfg: TrainConfig) -> None:
                                                          for c in cols) + "\n" for r in history),
                out / "history.csv")
     write_parquet(pa.table({c: [r[c] for r in history] for c in cols}), out / "history.parquet", cfg)
-    plot_history(history, out / "curves.png", title=f"Stage {cfg.stage} {cfg.model}")
+    plot_history(history, out / "curves.png", title=f"Stage {ROMAN[cfg.stage]} {cfg.model}")
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -271,20 +258,29 @@ def fit(cfg: TrainConfig, loader_factory: LoaderFactory | None = None, *, quiet:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     *_, tags, categories = read_labels(cfg.labels)
+    if cfg.benchmark:
+        from tagfold.pipeline.io import read_config
+        made_for = read_config(cfg.labels).get("benchmark")
+        if made_for != cfg.benchmark:
+            raise UserError(f"{cfg.labels}: not the {cfg.benchmark} labels (made for {made_for or 'no benchmark'}); "
+                            f"make them with `tagfold labels --benchmark {cfg.benchmark}`")
     loader_factory = loader_factory or default_loader_factory(cfg, str(device))
-    use_bf16 = device.type == "cuda"
+    use_bf16 = device.type == "cuda" and cfg.precision == "bf16"
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else \
-        (lambda: torch.autocast("cpu", enabled=False))
+        (lambda: torch.autocast(device.type, enabled=False))
 
     _seed_all(cfg.seed)
     model = models.build(cfg.model, n_tags=len(tags), width=cfg.width).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    phases = schedule_phases(cfg)
+    opt = _optimizer(model, phases[0], cfg)
     sched = _scheduler(opt, cfg)
-    start_epoch, best_pr, history = 0, -math.inf, []
+    start_epoch, history = 0, []
+    # best.pt: the epoch with the highest validation macro PR-AUC, or the lowest validation loss
+    best_pr, best_loss = -math.inf, math.inf
 
     # Run ids: a fresh run claims the folder (refusing, or with --overwrite deleting, an earlier
     # run's files); --resume continues the folder's run and never reads another run's checkpoints.
-    from tagfold.pipeline.io import check_same_run, folder_run_id
+    from tagfold.pipeline.io import check_same_run, folder_run_id, start_run
     labels_run = check_same_run([cfg.labels])
     check_same_run([Path(cfg.prep) / "index.parquet"])
     found = ckpt.load_latest(out, folder_run_id(out)) if cfg.resume else None
@@ -300,16 +296,22 @@ def fit(cfg: TrainConfig, loader_factory: LoaderFactory | None = None, *, quiet:
         if labels_run and state.get("labels_run") and state["labels_run"] != labels_run:
             raise UserError(f"{path}: trained on {cfg.labels} of labels run {state['labels_run']}, but the file "
                             f"now holds run {labels_run}: the labels changed; start a fresh run (--overwrite)")
-        saved = state["config"]
+        saved = state.get("config") or {}
         for key in ("model", "stage", "width", "labels"):
             if saved.get(key) != getattr(cfg, key):
-                raise ValueError(f"{path}: --resume with {key}={getattr(cfg, key)!r} but the checkpoint "
+                raise UserError(f"{path}: --resume with {key}={getattr(cfg, key)!r} but the checkpoint "
                                  f"was trained with {key}={saved.get(key)!r}")
-        model.load_state_dict(state["model"])
+        ckpt.load_weights(model, state, path, expected=f"model {cfg.model!r} width {cfg.width} for the "
+                                                       f"{len(tags)} tags of {cfg.labels}")
+        start_epoch, history = state["epoch"], list(state["history"])
+        # the optimiser the saved state belongs to: that of the last finished epoch's phase
+        opt = _optimizer(model, phase_at(phases, max(start_epoch - 1, 0)), cfg)
+        sched = _scheduler(opt, cfg)    # before the optimiser's state: building a scheduler steps the rate
         opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
+        if sched is not None:
+            sched.load_state_dict(state["scheduler"])
         _set_rng_state(state["rng"])
-        start_epoch, best_pr, history = state["epoch"], state["best_pr_auc"], list(state["history"])
+        best_pr, best_loss = state["best_pr_auc"], state.get("best_valid_loss", math.inf)
         if not quiet and rank == 0:
             print(f"resumed from {path} after epoch {start_epoch}", file=sys.stderr)
 
@@ -319,10 +321,26 @@ def fit(cfg: TrainConfig, loader_factory: LoaderFactory | None = None, *, quiet:
         # DDP broadcasts rank 0's parameters at construction, so every rank starts identical.
         net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
     if not quiet and rank == 0:
-        print(f"config: {cfg}", file=sys.stderr)
+        from tagfold.pipeline.io import config_dict, write_text
+        from tagfold.training.loaders import choose_backend
+
+        write_text(json.dumps(config_dict(cfg), indent=1), out / "config.json")
+        how = "chosen by --device auto" if cfg.device == "auto" else "as given"
+        print(f"train: model {cfg.model} width {cfg.width:g}, "
+              f"{f'the {cfg.benchmark}' if cfg.benchmark else f'Stage {ROMAN[cfg.stage]}'} labels ({len(tags)} tags), "
+              f"{cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''} of batch {cfg.batch_size}, lr {cfg.lr:g} ({cfg.schedule}); device {device} "
+              f"({how}), loader {choose_backend(cfg.prep, cfg.backend, str(device))}"
+              f"{' (chosen by --backend auto)' if cfg.backend == 'auto' else ''}; full config in {out}/config.json",
+              file=sys.stderr)
 
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.time()
+        phase = phase_at(phases, epoch)
+        if epoch > 0 and phase != phase_at(phases, epoch - 1):
+            opt = _switch_phase(model, opt, phase, cfg, out, world, quiet=quiet or rank != 0)
+        if sched is None:
+            for group in opt.param_groups:
+                group["lr"] = phase.lr
         net.train()
         # Sharded at the loader: each rank reads and decodes only the batches it trains on.
         batches = loader_factory("train", train=True, seed=cfg.seed * 1_000_003 + epoch, epoch=epoch,
@@ -352,7 +370,8 @@ def fit(cfg: TrainConfig, loader_factory: LoaderFactory | None = None, *, quiet:
             step += 1
             if cfg.max_steps and step >= cfg.max_steps:
                 break
-        sched.step()
+        if sched is not None:
+            sched.step()
         if world > 1:
             # DDP broadcasts BatchNorm running statistics at the start of each forward, so after
             # the last step every rank still holds its own; make them rank 0's before validating.
@@ -380,14 +399,19 @@ def fit(cfg: TrainConfig, loader_factory: LoaderFactory | None = None, *, quiet:
                "train_roc_auc": train_roc, "train_pr_auc": train_pr, "valid_loss": val_loss,
                "valid_roc_auc": val_roc, "valid_pr_auc": val_pr, "seconds": round(time.time() - t0, 3)}
         history.append(row)
-        is_best = not math.isnan(val_pr) and val_pr > best_pr
+        if cfg.select == "loss":
+            is_best = not math.isnan(val_loss) and val_loss < best_loss
+        else:
+            # 'last': a final fit on train+valid has no held-out split to choose by; keep the last epoch
+            is_best = cfg.select == "last" or (not math.isnan(val_pr) and val_pr > best_pr)
         if is_best:
-            best_pr = val_pr
+            best_pr, best_loss = val_pr, val_loss
 
         if rank == 0:
             state = {"config": dataclasses.asdict(cfg), "epoch": epoch + 1, "model": model.state_dict(),
-                     "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": _rng_state(),
-                     "history": history, "best_pr_auc": best_pr, "tags": list(tags),
+                     "optimizer": opt.state_dict(), "scheduler": sched.state_dict() if sched is not None else {},
+                     "rng": _rng_state(), "history": history, "best_pr_auc": best_pr,
+                     "best_valid_loss": best_loss, "tags": list(tags),
                      "categories": list(categories), "input": cfg.input,
                      "run_id": run_id, "labels_run": labels_run}
             # best.pt before the epoch file: a kill in between resumes from the previous epoch,
@@ -399,74 +423,33 @@ def fit(cfg: TrainConfig, loader_factory: LoaderFactory | None = None, *, quiet:
             _write_history(history, out, cfg)
             if not quiet:
                 print(f"epoch {epoch + 1}: train loss {train_loss:.4f} valid loss {val_loss:.4f} "
-                      f"ROC-AUC {val_roc:.4f} PR-AUC {val_pr:.4f}{' (best)' if is_best else ''} "
+                      f"macro ROC-AUC {val_roc:.4f} macro PR-AUC {val_pr:.4f}{' (best)' if is_best else ''} "
                       f"[{row['seconds']:.1f} s]", file=sys.stderr)
     return FitResult(out, model, history)
 
 
 # ----------------------------------------------------------------------------- CLI
 
-def parse_args(argv: list[str]) -> TrainConfig:
-    p = argparse.ArgumentParser(prog="tagfold train", description=__doc__.split("\n\n")[0])
-    d = TrainConfig()
-    p.add_argument("--stage", type=int, default=d.stage, choices=(1, 2, 3))
-    p.add_argument("--input", default=d.input, choices=("wave", "mel"), help="picks the thesis model for this input")
-    p.add_argument("--model", default="", choices=[""] + list(models.REGISTRY), help="overrides --input's model")
-    p.add_argument("--data", default="", help="folder with prep/ and labels/ (default: build the demo)")
-    p.add_argument("--prep", default="")
-    p.add_argument("--labels", default="")
-    p.add_argument("--out", default="")
-    p.add_argument("--epochs", type=int, default=None, help="default 10 (demo: 8)")
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--schedule", default=d.schedule, choices=SCHEDULES)
-    p.add_argument("--step-epochs", type=int, default=d.step_epochs)
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--grad-clip", type=float, default=d.grad_clip, help="max gradient norm, 0 = off")
-    p.add_argument("--width", type=float, default=None, help="channel multiplier (default 1.0; demo 0.125)")
-    p.add_argument("--crop-samples", type=int, default=d.crop_samples)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--device", default=d.device)
-    p.add_argument("--backend", default=d.backend, choices=("torch", "dali", "auto"))
-    p.add_argument("--num-workers", type=int, default=d.num_workers)
-    p.add_argument("--max-steps", type=int, default=d.max_steps, help="train steps per epoch, 0 = all")
-    p.add_argument("--keep", type=int, default=d.keep)
-    p.add_argument("--resume", action="store_true", help="continue from the newest good checkpoint in --out")
-    p.add_argument("--overwrite", action="store_true",
-                   help="delete an earlier run's checkpoints and history in --out and start again "
-                        "(without it a fresh run into such a folder refuses)")
-    a = p.parse_args(argv)
-    demo = not a.data and not a.labels
-    return TrainConfig(
-        stage=a.stage, input=a.input, model=a.model, data=a.data, prep=a.prep, labels=a.labels, out=a.out,
-        epochs=a.epochs or (8 if demo else d.epochs), batch_size=a.batch_size, lr=a.lr, schedule=a.schedule,
-        step_epochs=a.step_epochs, weight_decay=a.weight_decay, grad_clip=a.grad_clip,
-        width=a.width or (0.125 if demo else 1.0), crop_samples=a.crop_samples, seed=a.seed, device=a.device,
-        backend=a.backend, num_workers=a.num_workers, max_steps=a.max_steps, keep=a.keep, resume=a.resume,
-        overwrite=a.overwrite)
-
-
 def main(argv: list[str] | None = None) -> int:
     # Without --data the demo under $TAGFOLD_OUT/demo is used; `tagfold train` (tagfold.orchestrate)
     # builds it first. Training itself never builds data: that layer sits above it.
     cfg = parse_args(sys.argv[1:] if argv is None else argv)
-    from tagfold.pipeline.io import OutputLocked, output_lock
+    from tagfold.pipeline.io import output_lock
     rank, _ = _distributed()
-    try:
-        cfg = cfg.resolved()
-        if rank == 0:
-            with output_lock(cfg.out):
-                out = fit(cfg).out
-        else:
+    started = time.time()
+    cfg = cfg.resolved()
+    if rank == 0:
+        with output_lock(cfg.out):
             out = fit(cfg).out
-    except (OutputLocked, ckpt.CheckpointError, FileNotFoundError, ValueError) as e:
-        # the user's mistake or a damaged file: the message says which, a traceback would bury it
-        print(f"tagfold train: {e}", file=sys.stderr)
-        return 1
+    else:
+        out = fit(cfg).out
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
     if rank == 0:
-        print(f"run folder: {out} (best.pt, epoch-*.pt, history.csv, curves.png)")
+        print(f"trained in {time.time() - started:.0f} s; run folder: {out} (best.pt, epoch-*.pt, history.csv, "
+              f"curves.png, config.json)")
+        # the folder make evaluate uses: out/train/stage2-wave -> out/eval-wave
+        print(f"next: tagfold evaluate --checkpoint {out}/best.pt --out {Path(cfg.out).parent.parent}/eval-{cfg.input}")
     return 0
 
 
