@@ -14,7 +14,7 @@ COMMANDS = {
     "ingest": ("tagfold.pipeline.tags.ingest", "read Last.fm tag files into tags.parquet / track_tags.parquet"),
     "categorize": ("tagfold.pipeline.tags.categorize", "Stage I: categorise every tag -> categories.parquet"),
     "collapse": ("tagfold.pipeline.tags.collapse", "Stage II: rule collapse onto the selected tags -> stage2.parquet"),
-    "embed": ("tagfold.pipeline.tags.embed", "Stage III: word-embedding collapse -> stage3.parquet"),
+    "embed": ("tagfold.pipeline.tags.embed", "Stage III: collapse by meaning (sentence encoder or word vectors) -> stage3.parquet"),
     "query": ("tagfold.pipeline.tags.query", "list the raw tags that fold into a selected tag"),
     "score": ("tagfold.pipeline.tags.gold", "score a mapping against the hand-labelled gold tags"),
     "synth-tags": ("tagfold.pipeline.tags.synth", "grow a real tag list to full size with seeded realistic variants"),
