@@ -27,12 +27,14 @@ class Range:
 
     def __str__(self) -> str:
         what = "an integer" if self.kind is int else "a number"
-        if self.lo is not None and self.hi is not None:
-            return f"{what} in {'(' if self.open_lo else '['}{self.lo:g}, {self.hi:g}{')' if self.open_hi else ']'}"
-        if self.lo is not None:
-            return f"{what} {'>' if self.open_lo else '>='} {self.lo:g}"
-        if self.hi is not None:
-            return f"{what} {'<' if self.open_hi else '<='} {self.hi:g}"
+        # integer bounds in full ('4294967295', not '4.29497e+09')
+        lo, hi = ((None if v is None else f"{int(v)}" if self.kind is int else f"{v:g}") for v in (self.lo, self.hi))
+        if lo is not None and hi is not None:
+            return f"{what} in {'(' if self.open_lo else '['}{lo}, {hi}{')' if self.open_hi else ']'}"
+        if lo is not None:
+            return f"{what} {'>' if self.open_lo else '>='} {lo}"
+        if hi is not None:
+            return f"{what} {'<' if self.open_hi else '<='} {hi}"
         return what
 
     def contains(self, value) -> bool:
