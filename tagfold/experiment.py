@@ -34,8 +34,6 @@ import numpy as np
 from tagfold.orchestrate import DemoBuild, build_demo
 from tagfold.pipeline.errors import UserError
 
-TRUTHS = ("own", "stage1", "latent")
-
 
 @dataclass(frozen=True)
 class ExperimentConfig:

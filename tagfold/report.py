@@ -20,6 +20,7 @@ import numpy as np
 
 from tagfold import stats
 from tagfold.pipeline.constants import ROMAN
+from tagfold.training.evaluate import TRUTHS
 
 TRUTH_TEXT = {"own": "own stage's labels", "stage1": "Stage I labels", "latent": "latent (true) tags"}
 CATEGORY_COLOURS = {"genre": "#1f77b4", "emotion": "#d62728", "descriptive": "#2ca02c", "number": "#9467bd",
@@ -116,7 +117,7 @@ class Scorer:
 
 def _truths_scored(scorer) -> list[str]:
     present = {t for r in scorer.ok for t in r.truths}
-    return [t for t in ("own", "stage1", "latent") if t in present]
+    return [t for t in TRUTHS if t in present]
 
 
 def overall_table(cfg, scorer, truths) -> Table:
@@ -462,7 +463,7 @@ def write(cfg, data: Path, truth: str, results, wall_seconds: float) -> Path:
         texts.append("No run finished, so there is nothing to score.")
     else:
         truths = _truths_scored(scorer)
-        missing = [t for t in ("own", "stage1", "latent") if t not in truths]
+        missing = [t for t in TRUTHS if t not in truths]
         texts.append("Truths scored: " + ", ".join(TRUTH_TEXT[t] for t in truths) + "."
                      + (" Not available: " + ", ".join(TRUTH_TEXT[t] for t in missing)
                         + (" (the dataset has no latent or human labels; pass --truth FILE)" if "latent" in missing
