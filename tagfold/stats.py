@@ -68,17 +68,11 @@ def macro_auc(Y: np.ndarray, S: np.ndarray, w: np.ndarray, columns=None) -> tupl
         return np.nanmean(np.stack(rocs), axis=0), np.nanmean(np.stack(aps), axis=0)
 
 
-class _quiet_nanmean:
+def _quiet_nanmean():
     """nanmean of an all-NaN column is NaN (an undefined cell), not a RuntimeWarning."""
+    import warnings
 
-    def __enter__(self):
-        import warnings
-        self._w = warnings.catch_warnings()
-        self._w.__enter__()
-        warnings.simplefilter("ignore", RuntimeWarning)
-
-    def __exit__(self, *exc):
-        return self._w.__exit__(*exc)
+    return warnings.catch_warnings(action="ignore", category=RuntimeWarning)
 
 
 def bootstrap_weights(n: int, n_boot: int, seed: int) -> np.ndarray:

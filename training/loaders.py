@@ -38,7 +38,7 @@ from tagfold.training.features import LogMel, MelConfig
 from tagfold.pipeline.errors import UserError
 
 
-def _rows(prep_dir, labels, split):
+def split_rows(prep_dir, labels, split):
     """(track ids, label matrix float32, label row idx) for the selected split, present in prep.
     `split` may join several with '+' ('train+valid': the final fit after choosing epochs on valid)."""
     index = pq.read_table(Path(prep_dir) / "index.parquet")
@@ -198,7 +198,7 @@ class TorchLoader:
     def __init__(self, prep_dir, labels, split, *, input, batch_size, crop_samples, train, device,
                  num_workers, seed, mel=MelConfig(), rank=0, world=1, augment=None):
         import torch
-        tids, y, rows = _rows(prep_dir, labels, split)
+        tids, y, rows = split_rows(prep_dir, labels, split)
         self.device = torch.device(device)
         self.sampler = _KeySampler(len(tids), train, seed, batch_size, rank, world)
         self.loader = torch.utils.data.DataLoader(
@@ -243,7 +243,7 @@ class DaliLoader:
     def __init__(self, prep_dir, labels, split, *, input, batch_size, crop_samples, train, device,
                  num_workers, seed, mel=MelConfig(), rank=0, world=1):
         import torch
-        tids, y, rows = _rows(prep_dir, labels, split)
+        tids, y, rows = split_rows(prep_dir, labels, split)
         self.files = [str(Path(prep_dir) / "flac" / f"{t}.flac") for t in tids]
         absent = [f for f in self.files if not Path(f).exists()]
         if absent:

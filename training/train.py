@@ -73,9 +73,9 @@ def chunk_batches(cfg: TrainConfig, labels, split: str, device: str) -> Iterable
     """Validation over `cfg.val_chunks` evenly spaced crops per track (the chunks `tagfold evaluate`
     scores): batches of whole tracks, their chunks consecutive in x, about `batch_size` crops each."""
     from tagfold.training.features import LogMel
-    from tagfold.training.loaders import ShardStore, _rows, eval_chunks
+    from tagfold.training.loaders import ShardStore, eval_chunks, split_rows
 
-    tids, y, rows = _rows(cfg.prep, labels, split)
+    tids, y, rows = split_rows(cfg.prep, labels, split)
     store = ShardStore(cfg.prep)
     mel = LogMel().to(device) if cfg.input == "mel" else None
     per_batch = max(1, cfg.batch_size // cfg.val_chunks)
