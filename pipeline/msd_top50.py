@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from tagfold.pipeline.errors import UserError
-from tagfold.pipeline.io import output_lock, write_parquet, write_text
+from tagfold.pipeline.io import output_lock, start_run, write_parquet, write_text
 from tagfold.pipeline.labels_schema import labels_table
 
 NAME = "msd-top50"
@@ -209,6 +209,7 @@ def main(argv: list[str]) -> int:
                          out=a.out)
     print(f"labels ({NAME}): reading {a.lastfm_db} ...", file=sys.stderr)
     with output_lock(a.out):     # a BenchmarkInputError is one line from tagfold.cli's error boundary
+        start_run(a.out)         # the labels file carries this run's id, as every label command's does
         s = build(cfg)
     per_split = ", ".join(f"{k} {v['tracks']}" for k, v in s["splits"].items())
     print(f"labels ({NAME}): {s['tracks']} tracks ({per_split}); {s['positive_rows_read']} tag rows with val > "

@@ -118,6 +118,9 @@ def test_labels_equal_the_published_matrices(published, tmp_path, capsys):
         assert [ids[i] for i in rows] == want_ids
         np.testing.assert_array_equal(y[rows], want_y, err_msg=split)
     assert read_config(tmp_path / msd_top50.LABELS_FILE)["benchmark"] == "msd-top50"
+    # the file carries the run that wrote it, the folder's run
+    from tagfold.pipeline.io import folder_run_id, read_run_id
+    assert read_run_id(tmp_path / msd_top50.LABELS_FILE) == folder_run_id(tmp_path) is not None
     summary = json.loads((tmp_path / "labels_msd-top50_summary.json").read_text())
     assert summary["positive_rows_of_unlisted_tracks"] == 10 and summary["tags_absent_from_database"] == []
     assert summary["splits"]["valid"]["tracks_without_positive"] == 0
