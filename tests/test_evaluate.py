@@ -144,7 +144,7 @@ def test_predict_tracks_with_no_tracks():
 
 def _entry(stage, rng, y_own, y_common, tags, cats):
     scores = np.clip(y_own * 0.5 + rng.random(y_own.shape) * 0.7, 0, 1)
-    return ev.Entry(name=f"Stage {ev.ROMAN[stage]} mel", model="mel", stage=stage, tags=tags, categories=cats,
+    return ev.Entry(name=f"Stage {ev.ROMAN[stage]} mel", model="mel", stage=stage, task=ev.ROMAN[stage], tags=tags, categories=cats,
                     track_ids=list(range(len(y_own))), scores=scores,
                     truths={"own": y_own, "stage1": y_common, "latent": y_common})
 

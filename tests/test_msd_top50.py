@@ -228,7 +228,10 @@ def test_preset_trains_end_to_end_on_a_real_schema_fixture(tmp_path, capsys):
     assert state["tags"] == list(msd_top50.TAGS)
     losses = [r["valid_loss"] for r in state["history"]]
     assert ckpt.load(tmp_path / "run" / "best.pt")["epoch"] == 1 + int(np.argmin(losses))
-    assert (tmp_path / "eval" / "overall.md").exists()
+    # evaluate names the run by the benchmark it was trained on, not by a stage
+    overall = (tmp_path / "eval" / "overall.md").read_text()
+    assert "| shortchunk_resnet | msd-top50 | own |" in overall and "Stage" not in overall
+    assert (tmp_path / "eval" / "predictions_msd-top50_shortchunk_resnet.parquet").exists()
     table = pq.read_table(data / "labels" / msd_top50.LABELS_FILE)
     assert table.num_rows == len(tracks) and table.column_names[2:] == list(msd_top50.TAGS)
 

@@ -48,6 +48,7 @@ class Entry:
     name: str
     model: str
     stage: int
+    task: str          # what it was trained on, as the tables show it: 'II' (a stage) or 'msd-top50'
     tags: tuple[str, ...]
     categories: tuple[str, ...]
     track_ids: list
@@ -153,7 +154,9 @@ def entry_from_checkpoint(path: str, cfg: EvalConfig, chunks_of: Callable | None
     scores = predict_tracks(model, featurizer(tcfg["input"], device), chunks_of, ids,
                             batch_tracks=cfg.batch_tracks, device=device, desc=Path(path).parent.name)
     stage = int(tcfg["stage"])
-    entry = Entry(name=f"Stage {ROMAN[stage]} {tcfg['model']}", model=tcfg["model"], stage=stage,
+    # A published benchmark's labels are not a stage's: its entry is named by the benchmark.
+    task = tcfg.get("benchmark") or ROMAN[stage]
+    entry = Entry(name=f"{_task_title(task)} {tcfg['model']}", model=tcfg["model"], stage=stage, task=task,
                   tags=tuple(tags), categories=tuple(cats), track_ids=ids, scores=scores)
     entry.truths["own"] = y[mask]
     stage1 = Path(tcfg["labels"]).with_name("labels_stage1.parquet")
@@ -166,6 +169,11 @@ def entry_from_checkpoint(path: str, cfg: EvalConfig, chunks_of: Callable | None
 
 
 # ----------------------------------------------------------------------------- tables
+
+def _task_title(task: str) -> str:
+    return f"Stage {task}" if task in ROMAN.values() else task
+
+
 
 def score_entries(entries: list[Entry], split: str = "test") -> list[dict]:
     """One row per (entry, truth, tag) with n_pos, roc_auc, pr_auc, plus the aggregates."""
@@ -206,18 +214,18 @@ def tables(scored: list[dict]) -> dict[str, tuple[list[str], list[list[str]]]]:
     overall_h = ["model", "stage", "truth", "macro ROC-AUC", "macro PR-AUC", "micro ROC-AUC", "micro PR-AUC",
                  "defined tags"]
     overall = []
-    for r in sorted(scored, key=lambda r: (TRUTHS.index(r["truth"]), r["entry"].model, r["entry"].stage)):
+    for r in sorted(scored, key=lambda r: (TRUTHS.index(r["truth"]), r["entry"].model, r["entry"].stage, r["entry"].task)):
         e, s = r["entry"], r["scores"]
-        overall.append([e.model, ROMAN[e.stage], r["truth"], _fmt(s.macro_roc_auc), _fmt(s.macro_pr_auc),
+        overall.append([e.model, e.task, r["truth"], _fmt(s.macro_roc_auc), _fmt(s.macro_pr_auc),
                         _fmt(s.micro_roc_auc), _fmt(s.micro_pr_auc), f"{s.n_defined}/{len(e.tags)}"])
-    stages = sorted({r["entry"].stage for r in scored})
-    cat_h = ["model", "truth", "category"] + [f"ROC-AUC Stage {ROMAN[s]}" for s in stages] + \
-        [f"PR-AUC Stage {ROMAN[s]}" for s in stages]
+    stages = [t for _, t in sorted({(r["entry"].stage, r["entry"].task) for r in scored})]
+    cat_h = ["model", "truth", "category"] + [f"ROC-AUC {_task_title(s)}" for s in stages] + \
+        [f"PR-AUC {_task_title(s)}" for s in stages]
     by_cat = []
     groups: dict[tuple, dict[int, dict]] = {}
     for r in scored:
         e = r["entry"]
-        groups.setdefault((e.model, r["truth"]), {})[e.stage] = r["scores"].by_category(e.categories)
+        groups.setdefault((e.model, r["truth"]), {})[e.task] = r["scores"].by_category(e.categories)
     for (model, truth), per_stage in sorted(groups.items(), key=lambda kv: (kv[0][0], TRUTHS.index(kv[0][1]))):
         cats = sorted({c for d in per_stage.values() for c in d})
         for cat in cats:
@@ -240,7 +248,7 @@ def write_report(scored: list[dict], out: str | Path, cfg=None) -> Path:
     for r in scored:
         e, s = r["entry"], r["scores"]
         for j, tag in enumerate(e.tags):
-            for k, v in (("model", e.model), ("stage", e.stage), ("truth", r["truth"]), ("tag", tag),
+            for k, v in (("model", e.model), ("stage", e.task), ("truth", r["truth"]), ("tag", tag),
                          ("category", e.categories[j]), ("n_pos", int(s.n_pos[j])),
                          ("roc_auc", float(s.roc_auc[j])), ("pr_auc", float(s.pr_auc[j]))):
                 per_tag[k].append(v)
@@ -288,7 +296,8 @@ def _run(cfg: EvalConfig) -> int:
     for e in entries:
         cols = {"track_id": pa.array([str(t) for t in e.track_ids])}
         cols.update({t: pa.array(e.scores[:, j], pa.float32()) for j, t in enumerate(e.tags)})
-        write_parquet(pa.table(cols), Path(cfg.out) / f"predictions_stage{e.stage}_{e.model}.parquet", cfg)
+        task = f"stage{e.stage}" if e.task in ROMAN.values() else e.task
+        write_parquet(pa.table(cols), Path(cfg.out) / f"predictions_{task}_{e.model}.parquet", cfg)
     scored = score_entries(entries, cfg.split)
     write_report(scored, cfg.out, cfg)
     header, body = tables(scored)["overall"]
