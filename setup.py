@@ -29,6 +29,8 @@ extensions = [
     ),
     # Stage II's segmentation and matching loops (no OpenMP: they run in forked workers)
     Extension("tagfold.native._stage2", ["native/_stage2.pyx"], extra_compile_args=["-O3"]),
+    # Stage II's tokenizer for ASCII tags (runs once over every tag, in the main process)
+    Extension("tagfold.native._tokenize", ["native/_tokenize.pyx"], extra_compile_args=["-O3"]),
 ]
 
 setup(
