@@ -1,6 +1,7 @@
 """Tag ingest: every MSD Last.fm format, every kind of bad input, counts that add up."""
 import json
 import sqlite3
+import threading
 
 import pyarrow.parquet as pq
 import pytest
@@ -329,28 +330,42 @@ def test_aliases_keep_raw_forms_findable(tmp_path):
 
 
 def test_sqlite_bulk_and_row_by_row_readers_agree(tmp_path, monkeypatch):
-    """The ADBC bulk reader and the sqlite3 row reader give the same tables and counts, on a
+    """The ADBC bulk reader, in one batch or in many, and the sqlite3 row reader give the same
+    tables, counts and rejects (in the same order: grouped by problem, not by batch), on a
     database with merged tags, dangling links and rejected weights."""
     path, _ = hostile.sqlite_bad_val(tmp_path / "lastfm_tags.db")
     con = sqlite3.connect(path)
     con.execute("INSERT INTO tags VALUES ('ROCK')")          # merges with 'rock'
     con.execute("INSERT INTO tid_tag VALUES (1, 21, 55.0)")  # links to it
-    con.execute("INSERT INTO tid_tag VALUES (1, 99, 5.0)")   # dangling tag rowid
+    con.execute("INSERT INTO tid_tag VALUES (1, 99, 5.0)")   # dangling tag rowid, in the last batch
     con.commit()
     con.close()
     bulk = read_tags(path, skip_bad=True)
-    assert ing._links_in_bulk(path, bulk.report.links_read) is not None
-    monkeypatch.setattr(ing, "_links_in_bulk", lambda *a: None)
+    sent = []
+    assert ing._links_in_bulk(path, sent.append, threading.Event()) == bulk.report.links_read == 92
+    assert len(sent) == 2 and sent[-1] is None  # one batch, then the end
+    monkeypatch.setattr(ing, "LINK_BATCH_ROWS", 7)
+    sent = []
+    assert ing._links_in_bulk(path, sent.append, threading.Event()) == 92 and len(sent) == 15
+    batched = read_tags(path, skip_bad=True)
+    monkeypatch.setattr(ing, "_links_in_bulk", lambda path, put, stop: put(None))
     rows = read_tags(path, skip_bad=True)
-    assert bulk.tags.equals(rows.tags) and bulk.track_tags.equals(rows.track_tags)
-    assert bulk.aliases.equals(rows.aliases)
-    assert bulk.report.to_dict() == rows.report.to_dict() and balanced(bulk.report)
+    for other in (batched, rows):
+        assert bulk.tags.equals(other.tags) and bulk.track_tags.equals(other.track_tags)
+        assert bulk.aliases.equals(other.aliases)
+        assert bulk.report.to_dict() == other.report.to_dict() and balanced(bulk.report)
     assert bulk.report.links_merged == 0 and bulk.report.links_rejected == 4
+    assert bulk.report.rejects[0].reason == "table tid_tag: tag rowid 99 is not in table tags"
 
 
-def test_sqlite_text_in_a_number_column_is_named(tmp_path):
-    """ADBC refuses such a column; the row reader then names the row."""
+@pytest.mark.parametrize("batch_rows", [ing.LINK_BATCH_ROWS, 1])
+def test_sqlite_text_in_a_number_column_is_named(tmp_path, monkeypatch, batch_rows):
+    """ADBC refuses such a column (batch_rows 1: after it sent the batches before); the row
+    reader then starts over and names the row."""
+    monkeypatch.setattr(ing, "LINK_BATCH_ROWS", batch_rows)
     db = make_msd_db(tmp_path / "t.db", ["rock"], ["TR1"], [(1, 1, 50.0), ("x", 1, 10.0)])
     with pytest.raises(IngestError, match=r"table tid_tag, rowid 2: table tid_tag: non-numeric cell"):
         read_tags(db)
-    assert read_tags(db, skip_bad=True).report.links_rejected == 1
+    res = read_tags(db, skip_bad=True)
+    assert res.report.links_rejected == 1 and res.track_tags.to_pylist() == [
+        {"track_id": "TR1", "tag_id": 0, "weight": 50.0}]

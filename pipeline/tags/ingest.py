@@ -35,6 +35,7 @@ from __future__ import annotations
 import csv
 import sqlite3
 import sys
+from array import array
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -245,7 +246,7 @@ def _read_lines(path: Path, col: _Collector) -> None:
 
 
 class _Links:
-    """(track, tag_id, weight) triples -> track_tags table, duplicate pairs merged (max weight)."""
+    """(track, tag_id, weight) triples collected row by row (CSV) -> the track_tags table."""
 
     def __init__(self, report: IngestReport):
         self.report = report
@@ -255,30 +256,46 @@ class _Links:
         self.weight: list[float] = []
 
     def table(self) -> pa.Table:
-        """The triples collected row by row (CSV)."""
-        tag = np.asarray(self.tag, dtype=np.int64)
-        n_tags = int(tag.max()) + 1 if len(tag) else 1
-        key = np.asarray(self.track, dtype=np.int64) * n_tags + tag
-        return self.table_of_keys(list(self.track_index), key, n_tags, np.asarray(self.weight, np.float32))
+        n_tags = max(self.tag, default=0) + 1
+        key = np.asarray(self.track, dtype=np.int64) * n_tags + np.asarray(self.tag, dtype=np.int64)
+        links = _KeyedLinks(key, np.asarray(self.weight, np.float32), n_tags,
+                            pa.array(list(self.track_index), pa.string()))
+        return links.table(self.report)
 
-    def table_of_keys(self, track_ids: list[str], key: np.ndarray, n_tags: int, weight: np.ndarray) -> pa.Table:
-        """The table from key = track * n_tags + tag_id per link (the caller drops its own
-        arrays first: at MSD scale each is 73 MB)."""
-        order = np.argsort(key, kind="stable")
-        key, weight = key[order], weight[order].astype(np.float32)
+
+class _KeyedLinks:
+    """Links as key = track * n_tags + tag_id (int64: one sort orders them by track, then tag)
+    with their weights -> the track_tags table, duplicate pairs merged (max weight).
+
+    It owns its arrays and drops each one as soon as what replaces it exists: at MSD scale
+    (9.1M links) each is 37-73 MB, and a caller's reference would keep it alive."""
+
+    def __init__(self, key: np.ndarray, weight: np.ndarray, n_tags: int, track_ids: pa.Array):
+        self.key, self.weight, self.n_tags, self.track_ids = key, weight, n_tags, track_ids
+
+    def table(self, report: IngestReport) -> pa.Table:
+        order = np.argsort(self.key)  # links with equal keys merge into one row: their order is moot
+        self.key = self.key[order]
+        self.weight = self.weight[order]
         del order
-        first = np.ones(len(key), dtype=bool)
-        first[1:] = key[1:] != key[:-1]
-        starts = np.flatnonzero(first)
-        best = np.maximum.reduceat(weight, starts) if len(starts) else weight[:0]
-        self.report.links_kept = len(starts)
-        self.report.links_merged = len(key) - len(starts)
-        ukey = key[starts]
+        n_links = len(self.key)
+        first = np.ones(n_links, dtype=bool)
+        first[1:] = self.key[1:] != self.key[:-1]
+        if not first.all():
+            starts = np.flatnonzero(first)
+            self.weight = np.maximum.reduceat(self.weight, starts)
+            self.key = self.key[starts]
+            del starts
+        del first
+        report.links_kept = len(self.key)
+        report.links_merged = n_links - len(self.key)
+        tag_id = pa.array((self.key % self.n_tags).astype(np.int32))
+        track, self.key = np.floor_divide(self.key, self.n_tags, out=self.key), None  # in place
         # Arrow gathers the strings: no Python string object per link
-        track_col = pa.array(track_ids, pa.string()).take(pa.array(ukey // n_tags))
-        return pa.table({"track_id": track_col,
-                         "tag_id": pa.array((ukey % n_tags).astype(np.int32)),
-                         "weight": pa.array(best.astype(np.float32))}, schema=TRACK_TAGS_SCHEMA)
+        track_id = self.track_ids.take(pa.array(track))
+        del track
+        weight, self.weight = pa.array(self.weight), None
+        return pa.table({"track_id": track_id, "tag_id": tag_id, "weight": weight}, schema=TRACK_TAGS_SCHEMA)
 
 
 def _csv_fields(line: str) -> list[str] | None:
@@ -392,34 +409,56 @@ def _text_rows(con: sqlite3.Connection, query: str) -> list[tuple]:
 
 
 def _read_sqlite_rows(path: Path, con: sqlite3.Connection, col: _Collector) -> pa.Table | None:
+    import queue
+    import threading
     from concurrent.futures import ThreadPoolExecutor
 
     n_links = con.execute("SELECT count(*) FROM tid_tag").fetchone()[0]
     col.report.links_read = n_links
-    # The links are read in bulk (C, without the GIL) while the tags are cleaned here.
+    # The links stream in bulk (C, without the GIL) while the tags are cleaned here; then each
+    # batch is checked and packed into 12 bytes per link (read whole, as 4 x int64, the 9.1M
+    # links of the MSD took 0.6 GB at once).
+    batches: queue.SimpleQueue = queue.SimpleQueue()
+    stop = threading.Event()
     with ThreadPoolExecutor(1) as pool:
-        bulk = pool.submit(_links_in_bulk, path, n_links) if n_links else None
-        return _read_sqlite_tables(path, con, col, n_links, bulk)
+        bulk = pool.submit(_links_in_bulk, path, batches.put, stop) if n_links else None
+        try:
+            tag_of, track_of, track_ids = _read_sqlite_tables(path, con, col)
+            if bulk is None:
+                return None
+            links = _LinkChecks(path, col, tag_of, track_of, n_links)
+            while (batch := batches.get()) is not None:
+                links.add(batch)
+            if bulk.result() != n_links:
+                # the driver is missing or refused a cell: start over row by row, to name the row
+                links = None
+                links = _LinkChecks(path, col, tag_of, track_of, n_links)
+                for batch in _links_row_by_row(path, con, col, n_links):
+                    links.add(batch)
+        finally:
+            stop.set()
+    table = links.table(track_ids)
+    col.counts = np.bincount(table["tag_id"].to_numpy(), minlength=len(col.counts)).tolist()
+    return table
 
 
-def _read_sqlite_tables(path: Path, con: sqlite3.Connection, col: _Collector, n_links: int,
-                        bulk) -> pa.Table | None:
-    # tags: rowid -> tag_id (or -1 when rejected)
-    tag_rowids, tag_ids = [], []
+def _read_sqlite_tables(path: Path, con: sqlite3.Connection, col: _Collector) -> tuple:
+    """Tables tags and tids: (tag rowid -> tag_id, tid rowid -> track, track ids), where a
+    rejected row maps to -1 and its track id is ''."""
+    tag_rowids, tag_ids = array("q"), array("q")
     for rowid, value in _text_rows(con, "SELECT rowid, tag FROM tags ORDER BY rowid"):
         col.report.read += 1
-        where = f"{path}: table tags, rowid {rowid}"
         text, why = (value, "") if type(value) is str else _decode_cell(value, "tag")
         tag = None
         if text is not None:
             tag, why = col.clean(text)
         tag_rowids.append(rowid)
         if tag is None:
-            col.bad(rowid, f"table tags: {why}", where)
+            col.bad(rowid, f"table tags: {why}", f"{path}: table tags, rowid {rowid}")
             tag_ids.append(-1)
         else:
             tag_ids.append(col.add(tag, 0))
-    tid_rowids, track_ids = [], []
+    tid_rowids, tracks, track_ids = array("q"), array("q"), []
     for rowid, value in _text_rows(con, "SELECT rowid, tid FROM tids ORDER BY rowid"):
         text, why = (value, "") if type(value) is str else _decode_cell(value, "tid")
         if text is not None and (not text.strip() or "\0" in text):
@@ -428,110 +467,159 @@ def _read_sqlite_tables(path: Path, con: sqlite3.Connection, col: _Collector, n_
             # Not a tag row, so not in read/kept; each of its links is rejected (and counted) below.
             col.note(rowid, f"table tids: {why}", f"{path}: table tids, rowid {rowid}")
         tid_rowids.append(rowid)
-        track_ids.append(text)
+        tracks.append(len(track_ids) if text is not None else -1)
+        track_ids.append(text if text is not None else "")
+    return (_RowidLookup(tag_rowids, tag_ids), _RowidLookup(tid_rowids, tracks),
+            pa.array(track_ids, pa.string()))
 
-    if n_links == 0:
-        return None
-    links = bulk.result() or _links_row_by_row(path, con, col, n_links)
 
-    def lookup(rowids, targets, values):
-        """targets[i] where rowids[i] == value, -2 where no rowid matches (rowids ascending)."""
-        rowids = np.asarray(rowids, dtype=np.int64)
-        targets = np.asarray(targets, dtype=np.int64)
-        if not len(rowids):
-            return np.full(len(values), -2, dtype=np.int64)
-        top = int(rowids[-1])
-        if rowids[0] >= 0 and top <= 4 * len(rowids) + 1_000_000:
+class _RowidLookup:
+    """A table's rowids -> a target per row (-1: the row was rejected); -2 for a rowid the
+    table lacks (a dangling link)."""
+
+    def __init__(self, rowids: array, targets: array):
+        rowids, targets = np.frombuffer(rowids, np.int64), np.frombuffer(targets, np.int64)  # ascending rowids
+        self.top = int(rowids[-1]) if len(rowids) else -1
+        self.dense = bool(len(rowids)) and rowids[0] >= 0 and self.top <= 4 * len(rowids) + 1_000_000
+        if self.dense:
             # rowids are (nearly) dense, as in every real file: one gather from a table by
             # rowid, 10x faster than a binary search per link
-            table = np.full(top + 2, -2, dtype=np.int64)
-            table[rowids] = targets
-            return table[np.where((values >= 0) & (values <= top), values, top + 1)]
-        pos = np.minimum(np.searchsorted(rowids, values), len(rowids) - 1)
-        return np.where(rowids[pos] == values, targets[pos], -2)
+            self.table = np.full(self.top + 2, -2, dtype=np.int64)
+            self.table[rowids] = targets
+        else:
+            self.rowids, self.targets = rowids, targets
 
-    n_rows = len(links["rowid"])
-    tag_of = lookup(tag_rowids, tag_ids, links["tag"])          # -2 dangling, -1 rejected tag
-    bad_tid = np.array([t is None for t in track_ids], dtype=bool)
-    track_of = lookup(tid_rowids, np.arange(len(tid_rowids)), links["tid"])
-    track_bad = np.zeros(n_rows, dtype=bool)
-    ok_track = track_of >= 0
-    track_bad[ok_track] = bad_tid[track_of[ok_track]]
-    val = links["val"]
-    bad_val = ~np.isfinite(val)
-    val_range = ~bad_val & ((val < VAL_RANGE[0]) | (val > VAL_RANGE[1]))
-    problems = [
-        (tag_of == -2, lambda i: f"table tid_tag: tag rowid {links['tag'][i]} is not in table tags"),
-        (track_of == -2, lambda i: f"table tid_tag: tid rowid {links['tid'][i]} is not in table tids"),
-        (tag_of == -1, lambda i: f"table tid_tag: links to rejected tag (tags rowid {links['tag'][i]})"),
-        (track_bad, lambda i: f"table tid_tag: links to rejected track (tids rowid {links['tid'][i]})"),
-        (bad_val, lambda i: "table tid_tag: val is not a finite number"),
-        (val_range, lambda i: f"table tid_tag: val {val[i]:g} is outside {VAL_RANGE[0]}..{VAL_RANGE[1]}"),
-    ]
-    rejected = np.zeros(n_rows, dtype=bool)
-    for mask, why in problems:
-        for i in np.flatnonzero(mask & ~rejected):
-            col.bad(int(links["rowid"][i]), why(i), f"{path}: table tid_tag, rowid {links['rowid'][i]}", link=True)
-        rejected |= mask
-    keep = None if not rejected.any() else ~rejected  # all kept: no copies
-    del problems, rejected, bad_val, val_range, track_bad, ok_track, links
-    n_tags = int(tag_of.max()) + 1 if len(tag_of) else 1
-    key = track_of * n_tags + tag_of
-    del track_of, tag_of
-    if keep is not None:
-        key, val = key[keep], val[keep]
-    out = _Links(col.report).table_of_keys([t if t is not None else "" for t in track_ids], key, n_tags, val)
-    col.counts = np.bincount(out["tag_id"].to_numpy(), minlength=len(col.counts)).tolist()
-    return out
+    def __call__(self, values: np.ndarray) -> np.ndarray:
+        if self.dense:
+            return self.table[np.where((values >= 0) & (values <= self.top), values, self.top + 1)]
+        if not len(self.rowids):
+            return np.full(len(values), -2, dtype=np.int64)
+        pos = np.minimum(np.searchsorted(self.rowids, values), len(self.rowids) - 1)
+        return np.where(self.rowids[pos] == values, self.targets[pos], -2)
+
+
+# What can be wrong with a tid_tag row, in the order each is reported (a row counts once, for
+# the first that applies): kind -> reason from (tid, tag, val) of the row.
+LINK_PROBLEMS = (
+    lambda tid, tag, val: f"table tid_tag: tag rowid {tag} is not in table tags",
+    lambda tid, tag, val: f"table tid_tag: tid rowid {tid} is not in table tids",
+    lambda tid, tag, val: f"table tid_tag: links to rejected tag (tags rowid {tag})",
+    lambda tid, tag, val: f"table tid_tag: links to rejected track (tids rowid {tid})",
+    lambda tid, tag, val: "table tid_tag: val is not a finite number",
+    lambda tid, tag, val: f"table tid_tag: val {val:g} is outside {VAL_RANGE[0]}..{VAL_RANGE[1]}",
+)
+
+
+class _LinkChecks:
+    """tid_tag rows, batch by batch -> checked links. A good link is packed as key = track *
+    n_tags + tag_id and its weight (float32); a bad one is set aside and reported when the table
+    is made: grouped by LINK_PROBLEMS, in rowid order within each."""
+
+    def __init__(self, path: Path, col: _Collector, tag_of: _RowidLookup, track_of: _RowidLookup, n_links: int):
+        self.path, self.col, self.tag_of, self.track_of = path, col, tag_of, track_of
+        self.n_tags = max(len(col.counts), 1)
+        self.key = np.empty(n_links, dtype=np.int64)
+        self.weight = np.empty(n_links, dtype=np.float32)
+        self.n = 0
+        self.bad: list[tuple[np.ndarray, dict[str, np.ndarray]]] = []  # (kind, columns) per batch
+
+    def add(self, batch: dict[str, np.ndarray]) -> None:
+        tag, track, val = self.tag_of(batch["tag"]), self.track_of(batch["tid"]), batch["val"]
+        not_finite = ~np.isfinite(val)
+        problems = (tag == -2, track == -2, tag == -1, track == -1, not_finite,
+                    ~not_finite & ((val < VAL_RANGE[0]) | (val > VAL_RANGE[1])))
+        kind = np.full(len(val), len(problems), dtype=np.int8)
+        for k in reversed(range(len(problems))):
+            kind[problems[k]] = k  # the first problem that applies wins
+        bad = kind < len(problems)
+        if bad.any():
+            self.bad.append((kind[bad], {c: batch[c][bad] for c in LINK_COLUMNS}))
+            good = ~bad
+            tag, track, val = tag[good], track[good], val[good]
+        end = self.n + len(val)
+        key = self.key[self.n:end]
+        np.multiply(track, self.n_tags, out=key)
+        key += tag
+        self.weight[self.n:end] = val
+        self.n = end
+
+    def table(self, track_ids: pa.Array) -> pa.Table:
+        if self.bad:
+            kind = np.concatenate([k for k, _ in self.bad])
+            rows = {c: np.concatenate([b[c] for _, b in self.bad]) for c in LINK_COLUMNS}
+            for i in np.argsort(kind, kind="stable"):
+                rowid = rows["rowid"][i]
+                self.col.bad(int(rowid), LINK_PROBLEMS[kind[i]](rows["tid"][i], rows["tag"][i], rows["val"][i]),
+                             f"{self.path}: table tid_tag, rowid {rowid}", link=True)
+        links = _KeyedLinks(self.key[:self.n], self.weight[:self.n], self.n_tags, track_ids)
+        self.key = self.weight = None
+        return links.table(self.col.report)
 
 
 LINK_COLUMNS = ("rowid", "tid", "tag", "val")
 LINK_QUERY = "SELECT rowid, tid, tag, val FROM tid_tag ORDER BY rowid"
+# Rows per batch: few enough batches that NumPy's cost per call is nil, small enough (8 MB)
+# that the batches read ahead of the checks stay small.
+LINK_BATCH_ROWS = 1 << 18
 
 
-def _links_in_bulk(path: Path, n_links: int) -> dict[str, np.ndarray] | None:
-    """tid_tag's columns as NumPy arrays, read by the ADBC SQLite driver straight into Arrow
-    (about 5x faster than sqlite3 rows; 9.1M links in ~2 s). None when the driver is missing
-    or a cell is not a number (ADBC refuses a text cell in an integer column): the row-by-row
-    reader then names the row."""
+def _links_in_bulk(path: Path, put, stop) -> int | None:
+    """Sends tid_tag's rows to put() in batches of NumPy columns (LINK_COLUMNS), read by the ADBC
+    SQLite driver straight into Arrow (about 5x faster than sqlite3 rows), then None. Returns
+    the number of rows sent, or None when stopped, when the driver is missing or when it refuses
+    a cell (ADBC refuses a text cell in an integer column): the row-by-row reader then names
+    the row."""
+    sent = 0
     try:
         import adbc_driver_sqlite.dbapi as adbc
-    except ImportError:
-        return None
-    try:
+        from adbc_driver_sqlite import StatementOptions
+
         with adbc.connect(path.resolve().as_uri() + "?mode=ro") as con, con.cursor() as cur:
+            cur.adbc_statement.set_options(**{StatementOptions.BATCH_ROWS.value: str(LINK_BATCH_ROWS)})
             cur.execute(LINK_QUERY)
-            table = cur.fetch_arrow_table()
-    except Exception:  # noqa: BLE001 - any refusal: the careful reader below explains it
+            for batch in cur.fetch_record_batch():
+                columns = _numeric_columns(batch)
+                if columns is None or stop.is_set():
+                    return None
+                put(columns)
+                sent += batch.num_rows
+    except Exception:  # noqa: BLE001 - any refusal (ImportError included): the careful reader explains it
         return None
-    if table.num_rows != n_links or any(
-            not pa.types.is_integer(table.column(c).type) or table.column(c).null_count
-            for c in LINK_COLUMNS[:3]) or not (pa.types.is_floating(table.column("val").type)
-                                               or pa.types.is_integer(table.column("val").type)):
+    finally:
+        put(None)
+    return sent
+
+
+def _numeric_columns(batch: pa.RecordBatch) -> dict[str, np.ndarray] | None:
+    """A batch's columns as int64 (rowid, tid, tag) and float64 (val; NULL -> NaN, rejected with
+    the other bad weights), or None when a column holds anything else."""
+    ids = [batch.column(c) for c in LINK_COLUMNS[:3]]
+    val = batch.column("val")
+    if any(not pa.types.is_integer(a.type) or a.null_count for a in ids) or not (
+            pa.types.is_floating(val.type) or pa.types.is_integer(val.type)):
         return None
-    out = {c: table.column(c).to_numpy().astype(np.int64, copy=False) for c in LINK_COLUMNS[:3]}
-    # a NULL val becomes NaN and is rejected with the other bad weights
-    val = table.column("val").cast(pa.float64())
+    out = {c: a.to_numpy().astype(np.int64, copy=False) for c, a in zip(LINK_COLUMNS, ids)}
+    val = val.cast(pa.float64())
     out["val"] = (val.fill_null(float("nan")) if val.null_count else val).to_numpy()
     return out
 
 
-def _links_row_by_row(path: Path, con: sqlite3.Connection, col: _Collector, n_links: int) -> dict[str, np.ndarray]:
+def _links_row_by_row(path: Path, con: sqlite3.Connection, col: _Collector, n_links: int):
+    """tid_tag's rows through sqlite3, in batches as _links_in_bulk sends them; a row holding a
+    non-numeric cell is rejected here, naming it."""
     from tqdm import tqdm
 
     dtype = [("rowid", "i8"), ("tid", "i8"), ("tag", "i8"), ("val", "f8")]
-    parts = []
     cur = con.execute(LINK_QUERY)
     with tqdm(total=n_links, desc="tid_tag rows", unit="row", file=sys.stderr,
               disable=n_links < 1_000_000) as bar:
         while rows := cur.fetchmany(200_000):
             try:
-                parts.append(np.array(rows, dtype=dtype))
+                links = np.array(rows, dtype=dtype)
             except (TypeError, ValueError):
-                parts.append(_checked_link_rows(path, rows, col, dtype))
+                links = _checked_link_rows(path, rows, col, dtype)
             bar.update(len(rows))
-    links = np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
-    return {c: links[c] for c in LINK_COLUMNS}
+            yield {c: links[c] for c in LINK_COLUMNS}
 
 
 def _checked_link_rows(path: Path, rows, col: _Collector, dtype) -> np.ndarray:
