@@ -1,88 +1,168 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-"""Stage II's tokenizer, compiled for ASCII tags: for each tag exactly what
-`normalize.tokenize(tag)` / `collapse.tokens_with_separators(tag)` return.
+"""Stage II's tokenizer, compiled: for each tag exactly what
+`collapse.tokens_with_separators(tag)` (normalize.tokenize per part) returns.
 
-Each regex pass of the reference (tagfold.pipeline.tags.normalize / collapse) is emulated on
-a byte buffer with the same semantics: leftmost, non-overlapping matches, `\\s` as Python's
-str patterns read it in ASCII (\\t\\n\\v\\f\\r, \\x1c-\\x1f and space), `\\w` and `\\b` counting
-'_' as a word character, `[^\\W_]` not. Each pass reads the whole output of the previous one,
-as re.sub does, so `\\b` looks at the pass's input, never at text it has already rewritten.
-A tag holding any non-ASCII character (accents, NFKD, Unicode white space) goes to the
-Python reference given as `fallback`. tests/test_native_tokenize.py holds both equal.
+The Unicode folding of normalize_text (str.lower, NFKD, combining marks dropped) stays with
+Python's own str and unicodedata (C code, called only for non-ASCII text); every regex pass
+after it is emulated on a buffer of code points with re's semantics for str patterns:
+leftmost, non-overlapping matches; `\\s`, `\\d`, `\\w` as str.isspace / isdecimal / isalnum
+(+ '_') read each character, `[^\\W_]` as isalnum; `\\b` between a \\w and a non-\\w. Each
+pass reads the whole output of the previous one, as re.sub does, so `\\b` looks at the pass's
+input, never at text it has already rewritten.
+
+Plain reference: collapse.tokens_with_separators; tests/test_native_tokenize.py holds both equal.
 """
+import unicodedata
+
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
-from cpython.unicode cimport PyUnicode_1BYTE_DATA, PyUnicode_GET_LENGTH
-from libc.stdlib cimport free, realloc
+from cpython.unicode cimport (PyUnicode_1BYTE_DATA, PyUnicode_4BYTE_KIND, PyUnicode_DATA, PyUnicode_GET_LENGTH,
+                              PyUnicode_KIND, PyUnicode_READ, Py_UNICODE_ISALNUM, Py_UNICODE_ISDECIMAL,
+                              Py_UNICODE_ISSPACE)
+from libc.stdlib cimport calloc, free, realloc
 from libc.string cimport memcpy
 
 cdef extern from "Python.h":
     bint PyUnicode_IS_ASCII(object o)
     int PyUnicode_READY(object o) except -1
-    object PyUnicode_FromStringAndSize(const char *u, Py_ssize_t size)
+    object PyUnicode_FromKindAndData(int kind, const void *buffer, Py_ssize_t size)
+    object PyUnicode_Substring(object text, Py_ssize_t start, Py_ssize_t end)
 
-ctypedef unsigned char uchar
+ctypedef Py_UCS4 uchar
 
 cdef enum:
-    SEPARATOR_CHAR = 45  # '-'
+    DASH = 45   # '-', the separator and the only dash the passes know
+    SPACE = 32
+    MAX_CODE_POINT = 0x110000
+
+cdef uchar AND_TEXT[5]
+AND_TEXT[:] = [32, 97, 110, 100, 32]    # " and "
+cdef uchar N_TEXT[3]
+N_TEXT[:] = [32, 110, 32]               # " n "
 
 
-cdef inline bint is_space(uchar c) nogil:
-    # Python's \s (str pattern) and str.isspace() in ASCII
-    return (9 <= c <= 13) or (28 <= c <= 32)
+cdef inline bint is_space(uchar c):
+    # \s: str.isspace()
+    return (9 <= c <= 13) or (28 <= c <= 32) or (c >= 128 and Py_UNICODE_ISSPACE(c))
 
 
-cdef inline bint is_digit(uchar c) nogil:
-    return 48 <= c <= 57
+cdef inline bint is_digit(uchar c):
+    # \d: str.isdecimal()
+    return (48 <= c <= 57) or (c >= 128 and Py_UNICODE_ISDECIMAL(c))
 
 
-cdef inline bint is_alnum(uchar c) nogil:
-    # [^\W_] in ASCII
-    return is_digit(c) or (97 <= c <= 122) or (65 <= c <= 90)
+cdef inline bint is_alnum(uchar c):
+    # [^\W_]: str.isalnum()
+    if c < 128:
+        return (48 <= c <= 57) or (97 <= c <= 122) or (65 <= c <= 90)
+    return Py_UNICODE_ISALNUM(c)
 
 
-cdef inline bint is_word(uchar c) nogil:
-    # \w in ASCII
-    return is_alnum(c) or c == 95
+cdef inline bint is_word(uchar c):
+    # \w
+    return c == 95 or is_alnum(c)
 
 
-cdef inline bint is_apostrophe(uchar c) nogil:
-    # the ASCII members of ['’`´]
-    return c == 39 or c == 96
+cdef inline bint is_apostrophe(uchar c):
+    # ['’`´]
+    return c == 39 or c == 0x2019 or c == 96 or c == 0xB4
 
+
+cdef inline bint is_strip_char(uchar c):
+    # str.strip(" -")
+    return c == SPACE or c == DASH
+
+
+# ---------------------------------------------------------------------------------------------
+# scratch buffers
 
 cdef struct Scratch:
-    uchar *a
-    uchar *b
+    uchar *a      # the text being tokenised (input of the next pass)
+    uchar *b      # the output of the next pass
     Py_ssize_t size
 
 
 cdef int reserve(Scratch *s, Py_ssize_t n) except -1:
-    """Room for a pass's output: '&' -> ' and ' at most quintuples a text, and the other
-    passes never make it longer than 1.5 times."""
+    """Room for the passes over a text of n characters: '&' -> ' and ' at most quintuples it,
+    the other passes never make it longer than 1.5 times."""
     cdef Py_ssize_t need = 5 * n + 16
-    cdef uchar *a
-    cdef uchar *b
+    cdef uchar *p
     if need <= s.size:
         return 0
-    a = <uchar *> realloc(s.a, need)
-    if a == NULL:
+    p = <uchar *> realloc(s.a, need * sizeof(uchar))
+    if p == NULL:
         raise MemoryError()
-    s.a = a
-    b = <uchar *> realloc(s.b, need)
-    if b == NULL:
+    s.a = p
+    p = <uchar *> realloc(s.b, need * sizeof(uchar))
+    if p == NULL:
         raise MemoryError()
-    s.b = b
+    s.b = p
     s.size = need
     return 0
 
 
-cdef inline Py_ssize_t emit(uchar *out, Py_ssize_t o, const char *text, Py_ssize_t n) nogil:
-    memcpy(out + o, text, n)
+# unicodedata.combining(chr(c)) != 0, looked up once per code point met: 0 unknown, 1 no, 2 yes.
+cdef unsigned char *combining_known = NULL
+
+
+cdef bint is_combining(uchar c) except -1:
+    global combining_known
+    if c < 128:
+        return False
+    if combining_known == NULL:
+        combining_known = <unsigned char *> calloc(MAX_CODE_POINT, 1)
+        if combining_known == NULL:
+            raise MemoryError()
+    if combining_known[c] == 0:
+        combining_known[c] = 2 if unicodedata.combining(chr(c)) else 1
+    return combining_known[c] == 2
+
+
+cdef Py_ssize_t load_ascii(Scratch *s, const unsigned char *t, Py_ssize_t n) except -1:
+    """s.a = the ASCII text t[:n] lower-cased (normalize_text needs nothing else for it)."""
+    cdef Py_ssize_t i
+    cdef unsigned char c
+    reserve(s, n)
+    for i in range(n):
+        c = t[i]
+        s.a[i] = c + 32 if 65 <= c <= 90 else c
+    return n
+
+
+cdef Py_ssize_t load_folded(Scratch *s, str text) except -1:
+    """s.a = the case and accent folding of normalize_text: lower case, NFKD for non-ASCII
+    text, combining marks dropped."""
+    cdef Py_ssize_t i, m = 0, n
+    cdef int kind
+    cdef void *data
+    cdef uchar c
+    text = text.lower()
+    PyUnicode_READY(text)
+    if PyUnicode_IS_ASCII(text):
+        return load_ascii(s, PyUnicode_1BYTE_DATA(text), PyUnicode_GET_LENGTH(text))
+    text = unicodedata.normalize("NFKD", text)
+    PyUnicode_READY(text)
+    n = PyUnicode_GET_LENGTH(text)
+    kind, data = PyUnicode_KIND(text), PyUnicode_DATA(text)
+    reserve(s, n)
+    for i in range(n):
+        c = PyUnicode_READ(kind, data, i)
+        if not is_combining(c):
+            s.a[m] = c
+            m += 1
+    return m
+
+
+# ---------------------------------------------------------------------------------------------
+# the regex passes of normalize.normalize_text / tokenize, each from t[:n] into out; each
+# returns the length of its output
+
+cdef inline Py_ssize_t emit(uchar *out, Py_ssize_t o, const uchar *text, Py_ssize_t n):
+    memcpy(out + o, text, n * sizeof(uchar))
     return o + n
 
 
-cdef Py_ssize_t and_pass(const uchar *t, Py_ssize_t n, uchar *out) nogil:
-    """re.sub(r"\\s*&\\s*|\\s*\\+\\s*", " and ", t): white space, '&' or '+', white space."""
+cdef Py_ssize_t and_pass(const uchar *t, Py_ssize_t n, uchar *out):
+    """re.sub(r"\\s*&\\s*|\\s*\\+\\s*", " and ", t)"""
     cdef Py_ssize_t i = 0, j, o = 0
     while i < n:
         j = i
@@ -92,11 +172,11 @@ cdef Py_ssize_t and_pass(const uchar *t, Py_ssize_t n, uchar *out) nogil:
             j += 1
             while j < n and is_space(t[j]):
                 j += 1
-            o = emit(out, o, " and ", 5)
+            o = emit(out, o, AND_TEXT, 5)
             i = j
         elif j > i:
-            # a run of white space not followed by '&'/'+': no match starts inside it
-            o = emit(out, o, <const char *> t + i, j - i)
+            # white space not followed by '&'/'+': no match starts anywhere inside it
+            o = emit(out, o, t + i, j - i)
             i = j
         else:
             out[o] = t[i]
@@ -105,20 +185,20 @@ cdef Py_ssize_t and_pass(const uchar *t, Py_ssize_t n, uchar *out) nogil:
     return o
 
 
-cdef Py_ssize_t n_form_pass(const uchar *t, Py_ssize_t n, uchar *out) nogil:
-    """re.sub(r"['’`´]n['’`´]?|\\bn['’`´]", " n ", t), then every apostrophe removed."""
+cdef Py_ssize_t n_form_pass(const uchar *t, Py_ssize_t n, uchar *out):
+    """re.sub(r"['’`´]n['’`´]?|\\bn['’`´]", " n ", t), then re.sub(r"['’`´]", "", ...)."""
     cdef Py_ssize_t i = 0, o = 0
     cdef uchar c
     while i < n:
         c = t[i]
-        if is_apostrophe(c) and i + 1 < n and t[i + 1] == 110:   # 'n
+        if is_apostrophe(c) and i + 1 < n and t[i + 1] == 110:   # 'n, 'n'
             i += 2
             if i < n and is_apostrophe(t[i]):
                 i += 1
-            o = emit(out, o, " n ", 3)
-        elif c == 110 and (i == 0 or not is_word(t[i - 1])) and i + 1 < n and is_apostrophe(t[i + 1]):
+            o = emit(out, o, N_TEXT, 3)
+        elif c == 110 and (i == 0 or not is_word(t[i - 1])) and i + 1 < n and is_apostrophe(t[i + 1]):  # n'
             i += 2
-            o = emit(out, o, " n ", 3)
+            o = emit(out, o, N_TEXT, 3)
         else:
             if not is_apostrophe(c):
                 out[o] = c
@@ -127,17 +207,17 @@ cdef Py_ssize_t n_form_pass(const uchar *t, Py_ssize_t n, uchar *out) nogil:
     return o
 
 
-cdef Py_ssize_t decade_suffix_end(const uchar *t, Py_ssize_t n, Py_ssize_t k) nogil:
-    """End of (s|er|ies|ties)\\b at k, or -1."""
+cdef Py_ssize_t decade_suffix_end(const uchar *t, Py_ssize_t n, Py_ssize_t k):
+    """End of (s|er|ies|ties)\\b at k, or -1 (the alternatives begin with different letters)."""
     cdef Py_ssize_t e = -1
     if k < n:
-        if t[k] == 115:                                                  # s
+        if t[k] == 115:                                                              # s
             e = k + 1
-        elif t[k] == 101 and k + 1 < n and t[k + 1] == 114:              # er
+        elif t[k] == 101 and k + 1 < n and t[k + 1] == 114:                          # er
             e = k + 2
-        elif t[k] == 105 and k + 2 < n and t[k + 1] == 101 and t[k + 2] == 115:   # ies
+        elif t[k] == 105 and k + 2 < n and t[k + 1] == 101 and t[k + 2] == 115:      # ies
             e = k + 3
-        elif (t[k] == 116 and k + 3 < n and t[k + 1] == 105 and t[k + 2] == 101  # ties
+        elif (t[k] == 116 and k + 3 < n and t[k + 1] == 105 and t[k + 2] == 101      # ties
               and t[k + 3] == 115):
             e = k + 4
     if e < 0 or (e < n and is_word(t[e])):
@@ -145,8 +225,8 @@ cdef Py_ssize_t decade_suffix_end(const uchar *t, Py_ssize_t n, Py_ssize_t k) no
     return e
 
 
-cdef Py_ssize_t decade_pass(const uchar *t, Py_ssize_t n, uchar *out) nogil:
-    """re.sub(r"\\b(\\d{2,4})[\\s\\-]+(s|er|ies|ties)\\b", r"\\1\\2", t)."""
+cdef Py_ssize_t decade_pass(const uchar *t, Py_ssize_t n, uchar *out):
+    """re.sub(r"\\b(\\d{2,4})[\\s\\-]+(s|er|ies|ties)\\b", r"\\1\\2", t)"""
     cdef Py_ssize_t i = 0, j, k, e, o = 0
     while i < n:
         if is_digit(t[i]) and (i == 0 or not is_word(t[i - 1])):
@@ -154,17 +234,17 @@ cdef Py_ssize_t decade_pass(const uchar *t, Py_ssize_t n, uchar *out) nogil:
             while j < n and is_digit(t[j]):
                 j += 1
             # Only the whole run of digits can be followed by [\s-]; inside it there is no \b.
-            if 2 <= j - i <= 4 and j < n and (is_space(t[j]) or t[j] == SEPARATOR_CHAR):
+            if 2 <= j - i <= 4 and j < n and (is_space(t[j]) or t[j] == DASH):
                 k = j
-                while k < n and (is_space(t[k]) or t[k] == SEPARATOR_CHAR):
+                while k < n and (is_space(t[k]) or t[k] == DASH):
                     k += 1
                 e = decade_suffix_end(t, n, k)
                 if e >= 0:
-                    o = emit(out, o, <const char *> t + i, j - i)
-                    o = emit(out, o, <const char *> t + k, e - k)
+                    o = emit(out, o, t + i, j - i)
+                    o = emit(out, o, t + k, e - k)
                     i = e
                     continue
-            o = emit(out, o, <const char *> t + i, j - i)
+            o = emit(out, o, t + i, j - i)
             i = j
         else:
             out[o] = t[i]
@@ -173,132 +253,137 @@ cdef Py_ssize_t decade_pass(const uchar *t, Py_ssize_t n, uchar *out) nogil:
     return o
 
 
-cdef int tokenize_into(const uchar *src, Py_ssize_t n, Scratch *s, list tokens) except -1:
-    """normalize.tokenize on the ASCII text src[:n], appending its tokens to `tokens`."""
-    cdef Py_ssize_t i, start, m = n
+cdef int tokenize_loaded(Scratch *s, Py_ssize_t n, list tokens) except -1:
+    """The rest of normalize.tokenize on the folded text s.a[:n]: the '&'/'+', "'n'" and
+    apostrophe, and detached-decade passes, then the runs of [^\\W_], appended to tokens.
+    A pass is skipped only where it could not match (as normalize's checks do)."""
+    cdef Py_ssize_t i, start
     cdef uchar c
     cdef bint has_and = False, has_apostrophe = False, has_digit = False
-    cdef uchar *cur
-    cdef uchar *other
     cdef uchar *swap
-    reserve(s, n)
-    cur, other = s.a, s.b
     for i in range(n):
-        c = src[i]
-        if 65 <= c <= 90:
-            c += 32   # str.lower() of ASCII
-        elif c == 38 or c == 43:
+        c = s.a[i]
+        if c == 38 or c == 43:
             has_and = True
         elif is_apostrophe(c):
             has_apostrophe = True
         elif is_digit(c):
             has_digit = True
-        cur[i] = c
-    # Skipping a pass only where it could not match anything (as normalize does).
     if has_and:
-        m = and_pass(cur, m, other)
-        cur, other = other, cur
+        n = and_pass(s.a, n, s.b)
+        s.a, s.b = s.b, s.a
     if has_apostrophe:
-        m = n_form_pass(cur, m, other)
-        cur, other = other, cur
+        n = n_form_pass(s.a, n, s.b)
+        s.a, s.b = s.b, s.a
     if has_digit:
-        m = decade_pass(cur, m, other)
-        cur, other = other, cur
+        n = decade_pass(s.a, n, s.b)
+        s.a, s.b = s.b, s.a
     i = 0
-    while i < m:
-        if is_alnum(cur[i]):
+    while i < n:
+        if is_alnum(s.a[i]):
             start = i
-            while i < m and is_alnum(cur[i]):
+            while i < n and is_alnum(s.a[i]):
                 i += 1
-            tokens.append(PyUnicode_FromStringAndSize(<const char *> cur + start, i - start))
+            tokens.append(PyUnicode_FromKindAndData(PyUnicode_4BYTE_KIND, s.a + start, i - start))
         else:
             i += 1
     return 0
 
 
-cdef inline bint is_strip_char(uchar c) nogil:
-    # tag.strip(" -")
-    return c == 32 or c == SEPARATOR_CHAR
+cdef int tokenize_into(Scratch *s, str tag, Py_ssize_t start, Py_ssize_t stop, list tokens) except -1:
+    """normalize.tokenize(tag[start:stop]), appended to tokens."""
+    cdef Py_ssize_t n
+    if PyUnicode_IS_ASCII(tag):
+        n = load_ascii(s, PyUnicode_1BYTE_DATA(tag) + start, stop - start)
+    else:
+        n = load_folded(s, tag if start == 0 and stop == PyUnicode_GET_LENGTH(tag)
+                        else PyUnicode_Substring(tag, start, stop))
+    return tokenize_loaded(s, n, tokens)
 
 
-cdef Py_ssize_t separator_end(const uchar *t, Py_ssize_t hi, Py_ssize_t i) nogil:
+# ---------------------------------------------------------------------------------------------
+# separated tags
+
+cdef Py_ssize_t separator_end(int kind, void *t, Py_ssize_t hi, Py_ssize_t i):
     """End of a match of r"\\s+-+\\s*|\\s*-+\\s+" at i (-1 for none): white space, dashes,
-    white space, with white space on at least one side (greedy runs; nothing to backtrack
-    into, as each run ends where the next kind of character begins)."""
+    white space, with white space on at least one side (greedy runs, nothing to backtrack
+    into: each run ends where the next kind of character begins)."""
     cdef Py_ssize_t j = i, k, e
-    while j < hi and is_space(t[j]):
+    while j < hi and is_space(PyUnicode_READ(kind, t, j)):
         j += 1
-    if j >= hi or t[j] != SEPARATOR_CHAR:
+    if j >= hi or PyUnicode_READ(kind, t, j) != DASH:
         return -1
     k = j
-    while k < hi and t[k] == SEPARATOR_CHAR:
+    while k < hi and PyUnicode_READ(kind, t, k) == DASH:
         k += 1
     e = k
-    while e < hi and is_space(t[e]):
+    while e < hi and is_space(PyUnicode_READ(kind, t, e)):
         e += 1
     if j > i or e > k:
         return e
     return -1
 
 
-cdef inline bint blank_part(const uchar *t, Py_ssize_t start, Py_ssize_t stop) nogil:
+cdef bint blank_part(int kind, void *t, Py_ssize_t start, Py_ssize_t stop):
     """part.strip(" -") == ''"""
     cdef Py_ssize_t p
     for p in range(start, stop):
-        if not is_strip_char(t[p]):
+        if not is_strip_char(PyUnicode_READ(kind, t, p)):
             return False
     return True
 
 
-cdef list tokens_with_separators(const uchar *t, Py_ssize_t n, Scratch *s):
-    """collapse.tokens_with_separators on the ASCII tag t[:n] (which holds a '-'): the tag
-    stripped of ' ' and '-' is split at separators; parts that strip to nothing are dropped;
-    with fewer than two parts left the whole tag is tokenised, else each part, with a
-    SEPARATOR token between parts that have tokens."""
-    cdef Py_ssize_t lo = 0, hi = n, i, e, start, p, before
-    cdef list bounds = []   # start, stop of each part kept
+cdef list tokens_with_separators(Scratch *s, str tag):
+    """collapse.tokens_with_separators(tag) for a tag holding a '-': the tag stripped of ' '
+    and '-' is split at separators and parts that strip to nothing are dropped; with fewer
+    than two parts left the whole tag is tokenised, else each part, with a SEPARATOR token
+    between parts that have tokens."""
+    cdef int kind = PyUnicode_KIND(tag)
+    cdef void *t = PyUnicode_DATA(tag)
+    cdef Py_ssize_t n = PyUnicode_GET_LENGTH(tag), lo = 0, hi = n, i, e, start, before
+    cdef list parts = []   # (start, stop) of each part kept
     cdef list tokens = []
-    while lo < hi and is_strip_char(t[lo]):
+    while lo < hi and is_strip_char(PyUnicode_READ(kind, t, lo)):
         lo += 1
-    while hi > lo and is_strip_char(t[hi - 1]):
+    while hi > lo and is_strip_char(PyUnicode_READ(kind, t, hi - 1)):
         hi -= 1
     start = i = lo
     while i < hi:
-        e = separator_end(t, hi, i)
+        e = separator_end(kind, t, hi, i)
         if e >= 0:
-            if not blank_part(t, start, i):
-                bounds.append((start, i))
+            if not blank_part(kind, t, start, i):
+                parts.append((start, i))
             start = i = e
-        elif is_space(t[i]):
-            # No match starts inside a run of white space not followed by a dash ...
-            while i < hi and is_space(t[i]):
+        elif is_space(PyUnicode_READ(kind, t, i)):
+            # No match starts inside white space not followed by a dash ...
+            while i < hi and is_space(PyUnicode_READ(kind, t, i)):
                 i += 1
-        elif t[i] == SEPARATOR_CHAR:
-            # ... nor inside a run of dashes with no white space on either side.
-            while i < hi and t[i] == SEPARATOR_CHAR:
+        elif PyUnicode_READ(kind, t, i) == DASH:
+            # ... nor inside dashes with white space on neither side.
+            while i < hi and PyUnicode_READ(kind, t, i) == DASH:
                 i += 1
         else:
             i += 1
-    if not blank_part(t, start, hi):
-        bounds.append((start, hi))
-    if len(bounds) < 2:
-        tokenize_into(t, n, s, tokens)
+    if not blank_part(kind, t, start, hi):
+        parts.append((start, hi))
+    if len(parts) < 2:
+        tokenize_into(s, tag, 0, n, tokens)
         return tokens
-    for start, e in bounds:
+    for start, e in parts:
         before = len(tokens)
         if before:
             tokens.append("-")
-        tokenize_into(t + start, e - start, s, tokens)
+        tokenize_into(s, tag, start, e, tokens)
         if before and len(tokens) == before + 1:
             del tokens[before]   # a part without tokens adds no SEPARATOR
     return tokens
 
 
 def tag_tokens(list tags, object fallback):
-    """[tokens of each tag]: computed here for ASCII tags (str), by `fallback(tag)` (the
-    Python reference, collapse.tokens_with_separators) for any other."""
-    cdef Py_ssize_t k, n, j, count = PyList_GET_SIZE(tags)
-    cdef const uchar *t
+    """[tokens of each tag] (a new list each), as collapse.tokens_with_separators reads it;
+    `fallback(tag)` (that reference) answers for anything that is not a str."""
+    cdef Py_ssize_t k, j, n, count = PyList_GET_SIZE(tags)
+    cdef const unsigned char *t
     cdef bint dashed
     cdef list out = [None] * count
     cdef list tokens
@@ -309,21 +394,25 @@ def tag_tokens(list tags, object fallback):
     try:
         for k in range(count):
             tag = <object> PyList_GET_ITEM(tags, k)
-            if type(tag) is not str or (PyUnicode_READY(tag) == 0 and not PyUnicode_IS_ASCII(tag)):
+            if type(tag) is not str:
                 out[k] = fallback(tag)
                 continue
-            t = PyUnicode_1BYTE_DATA(tag)
-            n = PyUnicode_GET_LENGTH(tag)
-            dashed = False
-            for j in range(n):
-                if t[j] == SEPARATOR_CHAR:
-                    dashed = True
-                    break
+            PyUnicode_READY(tag)
+            if PyUnicode_IS_ASCII(tag):
+                t = PyUnicode_1BYTE_DATA(tag)
+                n = PyUnicode_GET_LENGTH(tag)
+                dashed = False
+                for j in range(n):
+                    if t[j] == DASH:
+                        dashed = True
+                        break
+            else:
+                dashed = "-" in tag
             if dashed:
-                out[k] = tokens_with_separators(t, n, &s)
+                out[k] = tokens_with_separators(&s, tag)
             else:
                 tokens = []
-                tokenize_into(t, n, &s, tokens)
+                tokenize_into(&s, tag, 0, PyUnicode_GET_LENGTH(tag), tokens)
                 out[k] = tokens
         return out
     finally:

@@ -19,7 +19,8 @@ TRICKY = "abcnnserit 0123456789 ABNSE\t\x1c\x1f\n--&+'`´’_/.é日ё\xa0\u2003
 TRICKY_TEXT = st.text(alphabet=TRICKY, max_size=40)
 PIECES = st.lists(st.sampled_from(["80", "1980", "19805", "70", " ", "-", " - ", "s", "er", "ies", "ties",
                                    "'n'", "n'", "'n", "`n`", "&", " + ", "rock", "roll", "_", "x", "2000",
-                                   "\t", "--", "é", "\x1c"]), max_size=14).map("".join)
+                                   "\t", "--", "é", "\x1c", "/", ".", "٨٠", "１９８０", "e\u0301"]),
+                  max_size=14).map("".join)
 ANY_TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=60)
 
 
@@ -48,6 +49,7 @@ def test_any_unicode_equals_reference(tags):
     "80 's", "70-er", "90-ies", "60 - ties", "1980 s", "19805 s", "8 s", "80 s_", "_80 s", "a80 s", "80 sx",
     "é - b", "日本 - ロック", "ROCK - Pop", "80's - 90's", "'80s", "a & - & b", "x" * 255, "rock - " * 300,
     "a b" * 2500, "80 s " * 1000, "-" * 5000, "é" * 5000, "a - " + "é" * 300,
+    "a - ! - b", "a - / - b - c", "! - b", "٨٠ s", "١٩٨٠-er", "８０ ｓ", "ΟΔΟΣ - ΑΣ", "İstanbul - x",
 ])
 def test_named_cases(tag):
     assert_same([tag])

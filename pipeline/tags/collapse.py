@@ -119,8 +119,8 @@ TOKENIZE_EXTENSION = "tagfold.native._tokenize"
 
 def tag_tokens(tags: Sequence[str], impl: str | None = None) -> list[list[str]]:
     """tokens_with_separators(tag) for each tag (a new list each), by the implementation `impl` /
-    $TAGFOLD_IMPL picks: native compiles the ASCII tags (tagfold.native._tokenize) and hands
-    the others to tokens_with_separators, the meaning; ref runs it on every tag."""
+    $TAGFOLD_IMPL picks: native is tagfold.native._tokenize (the same passes compiled), ref
+    runs tokens_with_separators, the meaning."""
     if resolve_impl(impl, native_module=TOKENIZE_EXTENSION) == "native":
         from tagfold.native._tokenize import tag_tokens as native_tag_tokens
 
