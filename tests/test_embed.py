@@ -204,6 +204,18 @@ def test_candidates_are_the_tags_spelling_found_nothing_in():
     assert not any(got[t] for t in ("not jazz", "hot hot heat", "soulwax", "sorrow", "italia 90", "usa", "🎸", ""))
 
 
+def test_candidates_in_bulk_equal_the_per_tag_rule_on_real_tags(real_tags):
+    from tagfold.pipeline.tags.embed import candidate_rules
+
+    selected = load_selected()
+    rules = candidate_rules(selected)
+    # and upper-cased: the bulk tests lower ASCII tags themselves
+    tags = real_tags + [t.upper() for t in real_tags[::7]]
+    got = stage3_candidates(tags, selected)
+    assert got.tolist() == [rules.is_candidate(t) for t in tags]
+    assert 0 < got.sum() < len(tags)
+
+
 def test_other_scripts_get_no_vector_and_no_crash(encoder, tmp_path):
     tags = ["ロック", "рок", "spooky"]
     stage2 = collapse(tags)
@@ -352,6 +364,48 @@ def test_fold_rule_properties_on_any_similarities(cosine, cut, threshold, step):
     # whatever the rule, a tag folds into a selected tag it is most similar to
     rows = np.flatnonzero(folded)
     assert (cosine[rows, loose[rows]] == cosine.max(axis=1)[rows]).all()
+
+
+# Pieces that exercise each test of the candidate rule: selected words in any case, rule
+# words, ASCII and other digits, letters that lower differently in Python and in Arrow.
+_CANDIDATE_PIECES = ["rock", "ROCK", "Jazz", "soulwax", "not", "spooky", "eerie", "hot", "80s", "٣",
+                     "İ", "Ⅷ", "²", "\u212a", "ǅ", "ß", "ﬁ", "рок", "ロック", "-", " ", "'", "_", "\u200b", "é", "9"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.text(max_size=300),
+                          st.lists(st.sampled_from(_CANDIDATE_PIECES), max_size=8).map("".join),
+                          st.lists(st.sampled_from(_CANDIDATE_PIECES), max_size=8).map(" ".join)), max_size=20))
+def test_candidates_in_bulk_equal_the_per_tag_rule_on_any_text(tags):
+    from tagfold.pipeline.tags.embed import candidate_rules
+
+    selected = load_selected()
+    rules = candidate_rules(selected)
+    assert stage3_candidates(tags, selected).tolist() == [rules.is_candidate(t) for t in tags]
+
+
+def test_vector_cache_reads_a_file_written_one_bytes_object_per_row(tmp_path):
+    """The format as earlier versions wrote it (a bytes object per row) reads the same, and a
+    row of the wrong size is damage, not a vector."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tagfold.pipeline.tags.vector_cache import CHECKSUM_KEY, DIM_KEY, _digest
+
+    texts = ["rock", "spooky", "ロック"]
+    vectors = np.arange(3 * 4, dtype=np.float16).reshape(3, 4)
+    path = tmp_path / "cache.parquet"
+
+    def write(rows):
+        table = pa.table({"text": texts, "vector": pa.array(rows, pa.binary())})
+        pq.write_table(table.replace_schema_metadata({CHECKSUM_KEY: _digest(texts, vectors).encode(),
+                                                      DIM_KEY: b"4"}), path)
+
+    write([v.tobytes() for v in vectors])
+    got_texts, got = read_cache(path, 4)
+    assert got_texts == texts and np.array_equal(got, vectors)
+    write([v.tobytes() for v in vectors[:2]] + [vectors[2].tobytes()[:-2]])
+    assert read_cache(path, 4)[0] == []
 
 
 @settings(max_examples=50, deadline=None)

@@ -39,6 +39,7 @@ partial vectors add most of the wrong pairs (measured on the gold tags, see the 
 """
 from __future__ import annotations
 
+import functools
 import re
 import sys
 import time
@@ -51,6 +52,7 @@ import pyarrow as pa
 
 from tagfold.pipeline.selected import SelectedTags, load_selected
 from tagfold.pipeline.errors import UserError
+from tagfold.pipeline.tags import normalize
 
 TOKEN = re.compile(r"[^\W_]+(?:['-][^\W_]+)*")
 _DIGIT = re.compile(r"\d")
@@ -273,27 +275,57 @@ class EmbedDistances:
     encoded: int = 0
 
 
-def stage3_candidates(tags: Sequence[str], selected: SelectedTags) -> np.ndarray:
-    """bool [n]: the tags Stage III may fold: none of its tokens is a Stage II rule word and
-    none contains a word of a selected tag (those are Stage II's to judge), and it has a letter.
-    """
-    from tagfold.pipeline.tags import normalize as norm
+@dataclass(frozen=True)
+class CandidateRules:
+    """What decides whether Stage III may fold a tag (see stage3_candidates)."""
+    rule_words: frozenset   # Stage II's rule words (lexicon and negators)
+    pattern: str            # the selected tags' words of 3+ letters, longest first, as one alternation
+
+    def is_candidate(self, tag: str) -> bool:
+        """The rule for one tag, in plain Python: stage3_candidates' reference, and its path
+        for the tags its bulk tests leave."""
+        # Digits are Stage II's too (decades, years): an encoder reads 'italia 90' as the 90s.
+        if self._selected_word(tag.lower()) or _DIGIT.search(tag):
+            return False
+        toks = normalize.tokenize(tag)
+        return bool(toks) and not self.rule_words.intersection(toks) and not self._selected_word(" ".join(toks))
+
+    @functools.cached_property
+    def _selected_word(self):
+        return re.compile(self.pattern).search if self.pattern else (lambda _: None)
+
+
+@functools.lru_cache(maxsize=4)
+def candidate_rules(selected: SelectedTags) -> CandidateRules:
+    """Built once per selected list (Stage II's rule set takes ~0.2 s), so `tagfold pipeline`
+    builds it while the tags are still being read."""
     from tagfold.pipeline.tags.collapse import CollapseConfig, _ruleset
 
     rules = _ruleset(selected, CollapseConfig())
-    words = sorted({w for t in selected.tags for w in norm.tokenize(t) if len(w) >= 3}, key=len, reverse=True)
-    contains_selected = re.compile("|".join(map(re.escape, words))).search if words else (lambda _: None)
-    rule_words = rules.lexicon | rules.negators
+    words = sorted({w for t in selected.tags for w in normalize.tokenize(t) if len(w) >= 3}, key=len, reverse=True)
+    return CandidateRules(rules.lexicon | rules.negators, "|".join(map(re.escape, words)))
+
+
+def stage3_candidates(tags: Sequence[str], selected: SelectedTags, tags_array: pa.Array | None = None) -> np.ndarray:
+    """bool [n]: the tags Stage III may fold: none of its tokens is a Stage II rule word and
+    none contains a word of a selected tag (those are Stage II's to judge), and it has a letter.
+
+    tags_array: the same tags as an Arrow array, when the caller has one.
+    """
+    import pyarrow.compute as pc
+
+    rules = candidate_rules(selected)
+    # The raw-text tests in bulk, in Arrow, on what they surely rule out: an ASCII digit, or a
+    # selected word (when all are ASCII) in the tag with its ASCII letters lowered, which
+    # tag.lower() then holds too. That is most tags; the rest take the per-tag rule, which decides.
+    arr = tags_array if tags_array is not None else pa.array(tags, pa.string())
+    ruled_out = pc.match_substring_regex(arr, "[0-9]")
+    if rules.pattern and rules.pattern.isascii():
+        ruled_out = pc.or_(ruled_out, pc.match_substring_regex(pc.ascii_lower(arr), rules.pattern))
+    ruled_out = ruled_out.to_numpy(zero_copy_only=False)
     out = np.zeros(len(tags), dtype=bool)
-    for i, tag in enumerate(tags):
-        # The raw-text tests first: one C-level regex search rules out most tags. Digits are
-        # Stage II's too (decades, years): an encoder reads 'italia 90' as the 90s.
-        if contains_selected(tag.lower()) or _DIGIT.search(tag):
-            continue
-        toks = norm.tokenize(tag)
-        if not toks or rule_words.intersection(toks) or contains_selected(" ".join(toks)):
-            continue
-        out[i] = True
+    for i in np.flatnonzero(~ruled_out).tolist():
+        out[i] = rules.is_candidate(tags[i])
     return out
 
 
@@ -368,7 +400,8 @@ def _similarity_distances(tags: list[str], selected: SelectedTags, kv, config: E
     fit over the candidates' L2 distances)."""
     from tagfold.native.l2 import nearest_under_cut
 
-    candidates = stage3_candidates(tags, selected)
+    tags_array = pa.array(tags, pa.string())
+    candidates = stage3_candidates(tags, selected, tags_array)
     encoded = 0
     if _is_encoder(kv):
         from tagfold.pipeline.tags.encoders import encodable
@@ -416,7 +449,7 @@ def _similarity_distances(tags: list[str], selected: SelectedTags, kv, config: E
                    "cosine": "cosine similarity",
                    "margin": "cosine - best other selected tag's cosine"}[config.cut]
     return EmbedDistances(len(tags), rows, scores, has_vector, all_known, stats, mean, std, cuts, nearest,
-                          nearest_d, pa.array(tags, pa.string()), measure, cosine, int(candidates.sum()), encoded)
+                          nearest_d, tags_array, measure, cosine, int(candidates.sum()), encoded)
 
 
 def _target_codes(column: pa.ChunkedArray, selected: SelectedTags) -> np.ndarray:
@@ -507,7 +540,6 @@ def draw_distance_grid(distances: np.ndarray, mean: Sequence[float], std: Sequen
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
-    from scipy.stats import norm
 
     n = len(selected)
     cols = min(5, max(n, 1))
@@ -527,8 +559,10 @@ def draw_distance_grid(distances: np.ndarray, mean: Sequence[float], std: Sequen
             # same picture but its transforms and mathtext labels cost most of the drawing time.
             ax.stairs(np.log10(1 + counts), edges, fill=True, color="#9ab", linewidth=0)
             if lower_is_closer and std[k] > 0:
+                from scipy.stats import norm as normal   # only the normal cut draws its fit
+
                 x = np.linspace(edges[0], edges[-1], 200)
-                fit = norm.pdf(x, mean[k], std[k]) * len(d) * (edges[1] - edges[0])
+                fit = normal.pdf(x, mean[k], std[k]) * len(d) * (edges[1] - edges[0])
                 ax.plot(x, np.log10(1 + fit), color="#c33", lw=1)
             top = int(np.ceil(np.log10(1 + counts.max())))
             ax.set_ylim(0, max(top, 1))

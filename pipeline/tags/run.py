@@ -108,16 +108,25 @@ class _SideStages:
             self.steps.start("vectors")
             self.kv = load_vectors(self.config.embed.vectors)
             self.steps.pause("vectors")
-        # Imports Stage I and III pay for anyway (about a second in all), and numba's cached
-        # L2 kernels, loaded by a call on one row.
-        import numpy as np
-        import scipy.sparse  # noqa: F401
-        import scipy.stats  # noqa: F401
+        # Only what this run's Stage III will use, while the tags are on their way: numba's L2
+        # kernels (loaded by a call on one row) and scipy.stats serve only the normal cut, and
+        # scipy.sparse only word vectors. Under the default encoder and fold rule none is
+        # needed, and loading them anyway cost ~1.4 s of CPU and ~200 MiB in this process.
+        embed = self.config.embed
+        if embed.cut == "normal":
+            import numpy as np
+            import scipy.stats  # noqa: F401
 
-        from tagfold.native.l2 import l2_distances, nearest_under_cut
+            from tagfold.native.l2 import l2_distances, nearest_under_cut
 
-        one = np.zeros((1, 1), dtype=np.float32)
-        nearest_under_cut(l2_distances(one, one), np.zeros(1))
+            one = np.zeros((1, 1), dtype=np.float32)
+            nearest_under_cut(l2_distances(one, one), np.zeros(1))
+        if self.kv is not None and not hasattr(self.kv, "encode"):
+            import scipy.sparse  # noqa: F401
+        if embed.cut != "normal" or hasattr(self.kv, "encode"):
+            from tagfold.pipeline.tags.embed import candidate_rules
+
+            candidate_rules(self.selected)   # Stage II's rule words, which pick Stage III's candidates
         if self.config.plots:
             import matplotlib
 

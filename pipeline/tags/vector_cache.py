@@ -24,12 +24,25 @@ def _digest(texts: Sequence[str], vectors: np.ndarray) -> str:
     h = hashlib.sha256()
     h.update("\n".join(texts).encode("utf-8", "surrogatepass"))
     h.update(b"\0")
-    h.update(np.ascontiguousarray(vectors, dtype=np.float16).tobytes())
+    h.update(np.ascontiguousarray(vectors, dtype=np.float16).data)   # hashed in place, no bytes copy
     return h.hexdigest()
 
 
 def cache_file(folder: str | Path, key: str) -> Path:
     return Path(folder) / f"{key}.parquet"
+
+
+def _vectors_of(column: pa.BinaryArray, dim: int) -> np.ndarray | None:
+    """The float16 [n, dim] vectors a `vector` column holds, read in place from its data buffer
+    (no bytes object per row, no copy); None when a row is null or not dim float16 values."""
+    row_bytes = 2 * dim
+    if len(column) == 0:
+        return np.zeros((0, dim), dtype=np.float16)
+    offsets = np.frombuffer(column.buffers()[1], dtype=np.int32)[column.offset:column.offset + len(column) + 1]
+    if column.null_count or (np.diff(offsets) != row_bytes).any():
+        return None
+    data = np.frombuffer(column.buffers()[2], dtype=np.uint8)[offsets[0]:offsets[-1]]
+    return data.view(np.float16).reshape(len(column), dim)
 
 
 def read_cache(path: Path, dim: int) -> tuple[list[str], np.ndarray]:
@@ -43,9 +56,8 @@ def read_cache(path: Path, dim: int) -> tuple[list[str], np.ndarray]:
         table = pq.read_table(path)
         meta = table.schema.metadata or {}
         texts = table.column("text").to_pylist()
-        blob = b"".join(table.column("vector").combine_chunks().to_pylist()) if table.num_rows else b""
-        vectors = np.frombuffer(blob, dtype=np.float16).reshape(-1, dim) if blob else empty[1]
-        ok = (meta.get(DIM_KEY) == str(dim).encode() and len(vectors) == len(texts)
+        vectors = _vectors_of(table.column("vector").combine_chunks(), dim)
+        ok = (meta.get(DIM_KEY) == str(dim).encode() and vectors is not None and len(vectors) == len(texts)
               and meta.get(CHECKSUM_KEY) == _digest(texts, vectors).encode())
     except Exception as e:  # any damage: unreadable Parquet, wrong shapes
         ok, reason = False, f"{type(e).__name__}: {e}"
@@ -64,8 +76,10 @@ def write_cache(path: Path, texts: Sequence[str], vectors: np.ndarray) -> Path:
 
     vectors = np.ascontiguousarray(vectors, dtype=np.float16)
     dim = vectors.shape[1]
-    rows = [vectors[i].tobytes() for i in range(len(vectors))]
-    table = pa.table({"text": pa.array(list(texts), pa.string()), "vector": pa.array(rows, pa.binary())})
+    # One binary value per row, built over the vectors' own bytes (no bytes object per row).
+    offsets = np.arange(len(vectors) + 1, dtype=np.int32) * np.int32(2 * dim)
+    rows = pa.Array.from_buffers(pa.binary(), len(vectors), [None, pa.py_buffer(offsets), pa.py_buffer(vectors)])
+    table = pa.table({"text": pa.array(list(texts), pa.string()), "vector": rows})
     table = table.replace_schema_metadata({CHECKSUM_KEY: _digest(texts, vectors).encode(),
                                            DIM_KEY: str(dim).encode()})
     path.parent.mkdir(parents=True, exist_ok=True)
