@@ -18,16 +18,20 @@ from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.unicode cimport (PyUnicode_1BYTE_DATA, PyUnicode_4BYTE_KIND, PyUnicode_DATA, PyUnicode_GET_LENGTH,
                               PyUnicode_KIND, PyUnicode_READ, Py_UNICODE_ISALNUM, Py_UNICODE_ISDECIMAL,
                               Py_UNICODE_ISSPACE)
+from cpython.object cimport PyObject
+from cpython.ref cimport Py_INCREF, Py_XDECREF
 from libc.stdlib cimport calloc, free, realloc
-from libc.string cimport memcpy
+from libc.stdint cimport uint32_t, uint64_t
+from libc.string cimport memchr, memcpy
 
 cdef extern from "Python.h":
     bint PyUnicode_IS_ASCII(object o)
     int PyUnicode_READY(object o) except -1
     object PyUnicode_FromKindAndData(int kind, const void *buffer, Py_ssize_t size)
     object PyUnicode_Substring(object text, Py_ssize_t start, Py_ssize_t end)
+    object PyUnicode_New(Py_ssize_t size, Py_UCS4 maxchar)
 
-ctypedef Py_UCS4 uchar
+ctypedef uint32_t uchar   # a code point (Py_UCS4 would make Cython treat it as a 1-char str)
 
 cdef enum:
     DASH = 45   # '-', the separator and the only dash the passes know
@@ -40,34 +44,34 @@ cdef uchar N_TEXT[3]
 N_TEXT[:] = [32, 110, 32]               # " n "
 
 
-cdef inline bint is_space(uchar c):
+cdef inline bint is_space(uchar c) noexcept:
     # \s: str.isspace()
     return (9 <= c <= 13) or (28 <= c <= 32) or (c >= 128 and Py_UNICODE_ISSPACE(c))
 
 
-cdef inline bint is_digit(uchar c):
+cdef inline bint is_digit(uchar c) noexcept:
     # \d: str.isdecimal()
     return (48 <= c <= 57) or (c >= 128 and Py_UNICODE_ISDECIMAL(c))
 
 
-cdef inline bint is_alnum(uchar c):
+cdef inline bint is_alnum(uchar c) noexcept:
     # [^\W_]: str.isalnum()
     if c < 128:
         return (48 <= c <= 57) or (97 <= c <= 122) or (65 <= c <= 90)
     return Py_UNICODE_ISALNUM(c)
 
 
-cdef inline bint is_word(uchar c):
+cdef inline bint is_word(uchar c) noexcept:
     # \w
     return c == 95 or is_alnum(c)
 
 
-cdef inline bint is_apostrophe(uchar c):
+cdef inline bint is_apostrophe(uchar c) noexcept:
     # ['’`´]
     return c == 39 or c == 0x2019 or c == 96 or c == 0xB4
 
 
-cdef inline bint is_strip_char(uchar c):
+cdef inline bint is_strip_char(uchar c) noexcept:
     # str.strip(" -")
     return c == SPACE or c == DASH
 
@@ -79,6 +83,9 @@ cdef struct Scratch:
     uchar *a      # the text being tokenised (input of the next pass)
     uchar *b      # the output of the next pass
     Py_ssize_t size
+    PyObject **slots    # the ASCII tokens made so far (open addressing; see make_token)
+    uint64_t *hashes
+    Py_ssize_t mask, used
 
 
 cdef int reserve(Scratch *s, Py_ssize_t n) except -1:
@@ -156,12 +163,12 @@ cdef Py_ssize_t load_folded(Scratch *s, str text) except -1:
 # the regex passes of normalize.normalize_text / tokenize, each from t[:n] into out; each
 # returns the length of its output
 
-cdef inline Py_ssize_t emit(uchar *out, Py_ssize_t o, const uchar *text, Py_ssize_t n):
+cdef inline Py_ssize_t emit(uchar *out, Py_ssize_t o, const uchar *text, Py_ssize_t n) noexcept:
     memcpy(out + o, text, n * sizeof(uchar))
     return o + n
 
 
-cdef Py_ssize_t and_pass(const uchar *t, Py_ssize_t n, uchar *out):
+cdef Py_ssize_t and_pass(const uchar *t, Py_ssize_t n, uchar *out) noexcept:
     """re.sub(r"\\s*&\\s*|\\s*\\+\\s*", " and ", t)"""
     cdef Py_ssize_t i = 0, j, o = 0
     while i < n:
@@ -185,7 +192,7 @@ cdef Py_ssize_t and_pass(const uchar *t, Py_ssize_t n, uchar *out):
     return o
 
 
-cdef Py_ssize_t n_form_pass(const uchar *t, Py_ssize_t n, uchar *out):
+cdef Py_ssize_t n_form_pass(const uchar *t, Py_ssize_t n, uchar *out) noexcept:
     """re.sub(r"['’`´]n['’`´]?|\\bn['’`´]", " n ", t), then re.sub(r"['’`´]", "", ...)."""
     cdef Py_ssize_t i = 0, o = 0
     cdef uchar c
@@ -207,7 +214,7 @@ cdef Py_ssize_t n_form_pass(const uchar *t, Py_ssize_t n, uchar *out):
     return o
 
 
-cdef Py_ssize_t decade_suffix_end(const uchar *t, Py_ssize_t n, Py_ssize_t k):
+cdef Py_ssize_t decade_suffix_end(const uchar *t, Py_ssize_t n, Py_ssize_t k) noexcept:
     """End of (s|er|ies|ties)\\b at k, or -1 (the alternatives begin with different letters)."""
     cdef Py_ssize_t e = -1
     if k < n:
@@ -225,7 +232,7 @@ cdef Py_ssize_t decade_suffix_end(const uchar *t, Py_ssize_t n, Py_ssize_t k):
     return e
 
 
-cdef Py_ssize_t decade_pass(const uchar *t, Py_ssize_t n, uchar *out):
+cdef Py_ssize_t decade_pass(const uchar *t, Py_ssize_t n, uchar *out) noexcept:
     """re.sub(r"\\b(\\d{2,4})[\\s\\-]+(s|er|ies|ties)\\b", r"\\1\\2", t)"""
     cdef Py_ssize_t i = 0, j, k, e, o = 0
     while i < n:
@@ -251,6 +258,85 @@ cdef Py_ssize_t decade_pass(const uchar *t, Py_ssize_t n, uchar *out):
             o += 1
             i += 1
     return o
+
+
+cdef uint64_t ascii_hash(const uchar *text, Py_ssize_t n) noexcept:
+    # FNV-1a
+    cdef uint64_t h = 14695981039346656037ULL
+    cdef Py_ssize_t i
+    for i in range(n):
+        h = (h ^ text[i]) * 1099511628211ULL
+    return h
+
+
+cdef int grow_tokens(Scratch *s) except -1:
+    """Twice the slots for the table of tokens made so far (s.slots[i] NULL: free)."""
+    cdef Py_ssize_t size = 2 * (s.mask + 1) if s.slots != NULL else 1 << 16
+    cdef Py_ssize_t i, j
+    cdef PyObject **slots = <PyObject **> calloc(size, sizeof(PyObject *))
+    cdef uint64_t *hashes = <uint64_t *> calloc(size, sizeof(uint64_t))
+    if slots == NULL or hashes == NULL:
+        free(slots)
+        free(hashes)
+        raise MemoryError()
+    if s.slots != NULL:
+        for i in range(s.mask + 1):
+            if s.slots[i] != NULL:
+                j = s.hashes[i] & (size - 1)
+                while slots[j] != NULL:
+                    j = (j + 1) & (size - 1)
+                slots[j], hashes[j] = s.slots[i], s.hashes[i]
+        free(s.slots)
+        free(s.hashes)
+    s.slots, s.hashes, s.mask = slots, hashes, size - 1
+    return 0
+
+
+cdef object make_token(Scratch *s, const uchar *text, Py_ssize_t n):
+    """text[:n] as a str. An ASCII token (nearly every one) made before in this call is
+    returned again, not made anew: a full job repeats its ~200k distinct tokens ~20 times,
+    and one object per token spares the memory and the later hashing of every copy."""
+    cdef Py_ssize_t i, j
+    cdef uchar bits = 0
+    cdef uint64_t h
+    cdef unsigned char *data
+    cdef PyObject *found
+    for i in range(n):
+        bits |= text[i]
+    if bits >= 128:
+        return PyUnicode_FromKindAndData(PyUnicode_4BYTE_KIND, text, n)
+    if 2 * (s.used + 1) > s.mask + 1:
+        grow_tokens(s)
+    h = ascii_hash(text, n)
+    j = h & s.mask
+    while s.slots[j] != NULL:
+        found = s.slots[j]
+        if s.hashes[j] == h and PyUnicode_GET_LENGTH(<object> found) == n:
+            data = PyUnicode_1BYTE_DATA(<object> found)
+            i = 0
+            while i < n and data[i] == text[i]:
+                i += 1
+            if i == n:
+                return <object> found
+        j = (j + 1) & s.mask
+    token = PyUnicode_New(n, 127)
+    data = PyUnicode_1BYTE_DATA(token)
+    for i in range(n):
+        data[i] = <unsigned char> text[i]
+    Py_INCREF(token)   # the table's reference, given back in release_tokens
+    s.slots[j], s.hashes[j] = <PyObject *> token, h
+    s.used += 1
+    return token
+
+
+cdef void release_tokens(Scratch *s) noexcept:
+    cdef Py_ssize_t i
+    if s.slots != NULL:
+        for i in range(s.mask + 1):
+            Py_XDECREF(s.slots[i])
+    free(s.slots)
+    free(s.hashes)
+    s.slots, s.hashes, s.mask, s.used = NULL, NULL, 0, 0
 
 
 cdef int tokenize_loaded(Scratch *s, Py_ssize_t n, list tokens) except -1:
@@ -284,7 +370,7 @@ cdef int tokenize_loaded(Scratch *s, Py_ssize_t n, list tokens) except -1:
             start = i
             while i < n and is_alnum(s.a[i]):
                 i += 1
-            tokens.append(PyUnicode_FromKindAndData(PyUnicode_4BYTE_KIND, s.a + start, i - start))
+            tokens.append(make_token(s, s.a + start, i - start))
         else:
             i += 1
     return 0
@@ -304,7 +390,7 @@ cdef int tokenize_into(Scratch *s, str tag, Py_ssize_t start, Py_ssize_t stop, l
 # ---------------------------------------------------------------------------------------------
 # separated tags
 
-cdef Py_ssize_t separator_end(int kind, void *t, Py_ssize_t hi, Py_ssize_t i):
+cdef Py_ssize_t separator_end(int kind, void *t, Py_ssize_t hi, Py_ssize_t i) noexcept:
     """End of a match of r"\\s+-+\\s*|\\s*-+\\s+" at i (-1 for none): white space, dashes,
     white space, with white space on at least one side (greedy runs, nothing to backtrack
     into: each run ends where the next kind of character begins)."""
@@ -324,7 +410,7 @@ cdef Py_ssize_t separator_end(int kind, void *t, Py_ssize_t hi, Py_ssize_t i):
     return -1
 
 
-cdef bint blank_part(int kind, void *t, Py_ssize_t start, Py_ssize_t stop):
+cdef bint blank_part(int kind, void *t, Py_ssize_t start, Py_ssize_t stop) noexcept:
     """part.strip(" -") == ''"""
     cdef Py_ssize_t p
     for p in range(start, stop):
@@ -382,8 +468,7 @@ cdef list tokens_with_separators(Scratch *s, str tag):
 def tag_tokens(list tags, object fallback):
     """[tokens of each tag] (a new list each), as collapse.tokens_with_separators reads it;
     `fallback(tag)` (that reference) answers for anything that is not a str."""
-    cdef Py_ssize_t k, j, n, count = PyList_GET_SIZE(tags)
-    cdef const unsigned char *t
+    cdef Py_ssize_t k, count = PyList_GET_SIZE(tags)
     cdef bint dashed
     cdef list out = [None] * count
     cdef list tokens
@@ -391,6 +476,7 @@ def tag_tokens(list tags, object fallback):
     cdef Scratch s
     s.a = s.b = NULL
     s.size = 0
+    s.slots, s.hashes, s.mask, s.used = NULL, NULL, 0, 0
     try:
         for k in range(count):
             tag = <object> PyList_GET_ITEM(tags, k)
@@ -399,13 +485,7 @@ def tag_tokens(list tags, object fallback):
                 continue
             PyUnicode_READY(tag)
             if PyUnicode_IS_ASCII(tag):
-                t = PyUnicode_1BYTE_DATA(tag)
-                n = PyUnicode_GET_LENGTH(tag)
-                dashed = False
-                for j in range(n):
-                    if t[j] == DASH:
-                        dashed = True
-                        break
+                dashed = memchr(PyUnicode_1BYTE_DATA(tag), DASH, PyUnicode_GET_LENGTH(tag)) != NULL
             else:
                 dashed = "-" in tag
             if dashed:
@@ -418,3 +498,4 @@ def tag_tokens(list tags, object fallback):
     finally:
         free(s.a)
         free(s.b)
+        release_tokens(&s)
