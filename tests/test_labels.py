@@ -122,20 +122,50 @@ def test_cli(inputs, capsys):
     assert "read 9 = kept 8 + no audio 1" in err and "Stage III:" in err
 
 
-@settings(max_examples=50, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 5), st.integers(-3, 9)), max_size=30),
-       st.lists(st.tuples(st.integers(-3, 9), st.integers(0, 3)), max_size=20))
+# Tag ids: small ones (one gather by tag id) or, with 2**40 among them, a range too wide for
+# that (a binary search per link); columns: more than 64, so a mask takes several words.
+TAG_IDS = st.one_of(st.integers(-3, 9), st.just(2**40))
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 5), TAG_IDS), max_size=30),
+       st.lists(st.tuples(TAG_IDS, st.integers(0, 129)), max_size=20))
 def test_label_matrix_matches_plain_loop(track_tag, pairs):
     rows = np.array([r for r, _ in track_tag], np.int64)
     tags = np.array([t for _, t in track_tag], np.int64)
     ptag = np.array([t for t, _ in pairs], np.int64)
     pcol = np.array([c for _, c in pairs], np.int64)
-    ref = np.zeros((6, 4), np.uint8)
+    ref = np.zeros((6, 130), np.uint8)
     for r, t in track_tag:
         for pt, pc in pairs:
             if pt == t:
                 ref[r, pc] = 1
-    np.testing.assert_array_equal(label_matrix(rows, tags, ptag, pcol, 6, 4), ref)
+    np.testing.assert_array_equal(label_matrix(rows, tags, ptag, pcol, 6, 130), ref)
+
+
+def test_track_tags_in_many_row_groups_or_not_as_strings(inputs, tmp_path):
+    """track_id is read dictionary-encoded, a dictionary per row group: the labels and counts do
+    not depend on how the file is cut, nor on the column being strings."""
+    build_labels(LabelsConfig(**inputs))
+    one_group = [read(inputs["out"], s) for s in (1, 2, 3)]
+    tt = pq.read_table(inputs["track_tags"])
+    # 'e' (no audio) twice, in two row groups; a link without a track id: no audio, no track
+    tt = pa.concat_tables([tt, pa.table({"track_id": ["e", None], "tag_id": pa.array([1, 0], pa.int32()),
+                                         "weight": pa.array([5, 5], pa.float32())})])
+    pq.write_table(tt, inputs["track_tags"], row_group_size=2)
+    assert pq.read_metadata(inputs["track_tags"]).num_row_groups == 6
+    s = build_labels(LabelsConfig(**inputs))
+    assert [read(inputs["out"], st) for st in (1, 2, 3)] == one_group
+    assert (s["track_tag_rows_read"], s["track_tag_rows_kept"], s["track_tag_rows_no_audio"]) == (11, 8, 3)
+    assert s["tracks_without_audio"] == 1
+    # integer track ids match the manifest's text ones
+    pq.write_table(pa.table({"track_id": ["10", "11"], "split": ["train", "test"]}), tmp_path / "m.parquet")
+    pq.write_table(pa.table({"track_id": [11, 12, 10], "tag_id": pa.array([0, 0, 1], pa.int32())}),
+                   tmp_path / "tt.parquet")
+    s = build_labels(LabelsConfig(**{**inputs, "manifest": str(tmp_path / "m.parquet"),
+                                     "track_tags": str(tmp_path / "tt.parquet")}))
+    assert read(inputs["out"], 1).column("rock").to_pylist() == [0, 1] and s["tracks_without_audio"] == 1
+    assert read(inputs["out"], 1).column("happy").to_pylist() == [1, 0]      # tag 1 is 'Happy '
 
 
 def test_with_the_real_tag_pipeline(tmp_path):
