@@ -4,19 +4,26 @@
 - ``segment``: split a joined token into words by minimum total cost (unigram Viterbi over
   a word -> cost table, a set of word prefixes that ends the walk early, and a cost per
   character no word covers). tagfold.pipeline.tags.normalize.Segmenter holds the tables.
-- ``match_tags``: the per-tag loop of phrase matching: skip tags with no relevant token,
-  read the rest as the concatenation of their tokens' reduced words, and call the rule code
-  once per distinct reading (cached), so 522k tags cost ~200k rule evaluations.
+- ``match_codes``: phrase matching for a range of tags: skip tags with no relevant token,
+  read the rest as the concatenation of their tokens' reduced words, and match each reading
+  against the phrase tables. Native: PhraseMatcher (native/_stage2.pyx), built from the tables
+  the rule code hands over as plain data (tagfold.pipeline.tags.collapse._matcher_tables); it
+  encodes each distinct token once and matches every tag on arrays of ints. Reference: the
+  rule code's own reading (collapse._match_words, the documented meaning; this package cannot
+  import it, imports flow from native to pipeline), called once per distinct reading
+  (match_tags_ref caches them: 522k tags cost ~200k-290k readings).
 
-What a word costs and what a reading matches stays in the rule code: the kernels only move
-data between the Python containers it built, so rule changes need no kernel change. Results
-are identical between the two implementations (tests/test_native_stage2.py, hypothesis).
+What a word costs and which phrase means what stays in the rule code's tables, so a rule
+table change needs no kernel change. Results are identical between the two implementations
+(tests/test_native_stage2.py, hypothesis, real and generated tags).
 """
 from __future__ import annotations
 
 import math
 from itertools import chain
 from typing import Callable, Sequence
+
+import numpy as np
 
 from tagfold.native.dispatch import resolve_impl
 
@@ -85,15 +92,25 @@ def match_tags_ref(token_lists: Sequence[list[str]], start: int, stop: int, rele
     return hit_ids, hit_codes
 
 
-def match_tags(token_lists: list[list[str]], start: int, stop: int, relevant: set,
-               reduced: dict[str, tuple], cache: dict, match_key: Callable[[tuple], list],
-               impl: str | None = None):
-    """match_tags_ref by the implementation `impl` resolves to (native needs `token_lists` a
-    list of lists, `relevant` a set)."""
+def match_codes(token_lists: list[list[str]], start: int, stop: int, relevant: set,
+                reduced: dict[str, tuple], tables: dict, reference: Callable[[tuple], list[int]],
+                impl: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(tag ids, codes), int32, one item per code of each tag of token_lists[start:stop], in
+    tag order: tags with no `relevant` token are skipped, the others read as the concatenation
+    of their tokens' `reduced` tuples of (word, rule) pairs. Native: a PhraseMatcher built from
+    `tables` (its constructor's arguments by name; native needs `token_lists` a list of lists,
+    `relevant` a set, the readings tuples). Reference: `reference(reading)`, once per distinct
+    reading, which the PhraseMatcher equals."""
     if not 0 <= start <= stop <= len(token_lists):
         raise ValueError(f"tag range {start}..{stop} is outside 0..{len(token_lists)}")
     if resolve_impl(impl, native_module=STAGE2_EXTENSION) == "native":
-        from tagfold.native._stage2 import match_tags as kernel
+        from tagfold.native._stage2 import PhraseMatcher
 
-        return kernel(token_lists, start, stop, relevant, reduced, cache, match_key)
-    return match_tags_ref(token_lists, start, stop, relevant, reduced, cache, match_key)
+        ids, codes = PhraseMatcher(**tables).match_range(token_lists, start, stop, relevant, reduced)
+        return np.frombuffer(ids, np.int32), np.frombuffer(codes, np.int32)
+    hit_ids, hit_codes = match_tags_ref(token_lists, start, stop, relevant, reduced, {}, reference)
+    # Per tag its (cached, shared) list of codes, expanded with numpy rather than extending two
+    # lists per tag.
+    counts = np.fromiter(map(len, hit_codes), dtype=np.int64, count=len(hit_codes))
+    ids = np.repeat(np.array(hit_ids, dtype=np.int32), counts)
+    return ids, np.fromiter(chain.from_iterable(hit_codes), dtype=np.int32, count=int(counts.sum()))

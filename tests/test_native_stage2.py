@@ -3,12 +3,13 @@ word segmentation and the cached per-tag matching loop, on real and generated ta
 empty, very long), and Stage II's whole output with either implementation."""
 import random
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tagfold.native import dispatch
-from tagfold.native.stage2 import STAGE2_EXTENSION, match_tags, segment_ref, segmenter
+from tagfold.native.stage2 import STAGE2_EXTENSION, segment_ref, segmenter
 
 pytestmark = pytest.mark.skipif(not dispatch.native_available(STAGE2_EXTENSION),
                                 reason="the Stage II kernel is not built (make install)")
@@ -66,64 +67,192 @@ def test_segment_real_joined_tags(tables, real_tags):
     assert [seg(t) for t in joined] == [segment_ref(t, *tables) for t in joined]
 
 
-# ---------------------------------------------------------------- the matching loop
+# ---------------------------------------------------------------- phrase matching
 
-def match_key(key):
-    """A rule stand-in: a deterministic result per key, empty for some keys (no match)."""
-    words = [w for w, _ in key if w]
-    return [] if len(words) % 3 == 0 else [len(words), len(key), sum(map(len, words))]
+WORD_RULES = ["exact", "typo", "form", "segmented", "decade", "unknown", "name", ""]
+
+
+def _codes_of(rules):
+    """The reference: collapse._match_words as the codes the compiled matcher returns."""
+    from tagfold.pipeline.tags.collapse import _CODE_STRIDE, RULE_NAMES, _match_words
+
+    target = {t: i * _CODE_STRIDE for i, t in enumerate(rules.selected.tags)}
+    rule = {r: i for i, r in enumerate(RULE_NAMES)}
+    return lambda key: [target[t] + rule[r] for t, r in _match_words(key, rules)]
+
+
+def _matcher(rules):
+    from tagfold.native._stage2 import PhraseMatcher
+    from tagfold.pipeline.tags.collapse import _matcher_tables
+
+    return PhraseMatcher(**_matcher_tables(rules))
+
+
+@pytest.fixture(scope="module")
+def rules():
+    from tagfold.pipeline.selected import load_selected
+    from tagfold.pipeline.tags.collapse import CollapseConfig, _ruleset
+
+    return _ruleset(load_selected(), CollapseConfig())
+
+
+@pytest.fixture(scope="module")
+def matching(rules):
+    """(compiled matcher, reference) for the package's rule tables."""
+    return _matcher(rules), _codes_of(rules)
+
+
+def lexicon_words(rules):
+    """Real words the phrase tables know, as runs that may read as a phrase: whole phrases
+    (several words), negators, descriptors that are no phrase word, the pronoun."""
+    from tagfold.pipeline.tags.collapse import _PRONOUN
+
+    phrases = sorted(rules.phrases)
+    loose = sorted(rules.descriptors - rules.lexicon)[:300]
+    return phrases, sorted(rules.negators), loose, _PRONOUN
 
 
 @st.composite
-def matching_job(draw):
+def phrase_key(draw, rules, max_runs=30):
+    """A reading as Stage II builds them: runs of real phrase words (whole phrases, their
+    prefixes, single words), negators, descriptors, 'us', the separator, gap words ('', '')
+    and ('', 'name') and unknown words, each word with a drawn word rule."""
+    from tagfold.pipeline.tags.collapse import SEPARATOR
+
+    phrases, negators, loose, pronoun = lexicon_words(rules)
+    # the selected tags and the halves of compounds ('indie' + 'rock' -> 'indie rock')
+    selected = sorted(k for k, p in rules.phrases.items() if p.rule in ("exact", "phrase"))
+    halves = sorted({(w,) for _, a, b in rules.compounds for w in (a, b)})
+    run = st.one_of(
+        st.sampled_from(phrases),
+        st.sampled_from(phrases).map(lambda k: k[:-1] or k),
+        st.sampled_from(selected),
+        st.sampled_from(halves),
+        st.sampled_from(negators + loose + ["日本", "ёлка"]).map(lambda w: (w,)),
+        st.sampled_from([pronoun, SEPARATOR, ""]).map(lambda w: (w,)),
+        TEXT.map(lambda w: (w,)),
+    )
+    runs = draw(st.lists(run, max_size=max_runs))
+    rule = st.sampled_from(WORD_RULES)
+    return tuple((w, draw(rule)) for r in runs for w in r)
+
+
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_phrase_matcher_equals_match_words(rules, matching, data):
+    compiled, reference = matching
+    key = data.draw(phrase_key(rules))
+    assert compiled(key) == reference(key)
+
+
+def test_phrase_matcher_named_cases(matching):
+    compiled, reference = matching
+    cases = [(), (("", ""),), (("us", "exact"),), (("us", "exact"), ("rock", "exact")),
+             (("rock", "exact"), ("us", "exact")), (("us", "typo"), ("rock", "exact")),
+             (("non", "exact"), ("metal", "exact"), ("rock", "exact")),
+             (("rock", "exact"), ("indie", "typo"), ("uk", "exact")),
+             (("indie", "exact"), ("rock", "typo"), ("-", "separator"), ("iggy", "exact"), ("pop", "exact")),
+             (("sad", "exact"), ("-", "separator"), ("", "name"), ("-", "separator"), ("jazz", "form")),
+             (("-", "separator"),), (("-", "separator"), ("-", "separator"), ("rock", "segmented"))]
+    for key in cases:
+        assert compiled(key) == reference(key), key
+    assert compiled((("rock", "exact"),)) != []  # the cases are not all empty
+
+
+def test_phrase_matcher_long_keys(rules, matching):
+    """Hundreds of words: every target found, kept once, separated parts dropped alike."""
+    compiled, reference = matching
+    phrases, negators, loose, pronoun = lexicon_words(rules)
+    pool = [(w,) for w in negators + loose[:50] + [pronoun, "-", ""]] + phrases
+    rng = random.Random(11)
+    for size in (50, 200, 600):
+        key = tuple((w, rng.choice(WORD_RULES)) for _ in range(size) for w in rng.choice(pool))
+        assert len(key) >= size and compiled(key) == reference(key)
+    # no separator: the many targets survive
+    key = tuple((w, "exact") for k in phrases for w in k)
+    assert len(compiled(key)) > 30 and compiled(key) == reference(key)
+
+
+def test_phrase_matcher_refuses_bad_input(matching):
+    compiled = matching[0]
+    for key in [(("rock",),), (("rock", None),), ("rock",), ((b"rock", "exact"),)]:
+        with pytest.raises(TypeError, match="pair of strings"):
+            compiled(key)
+    from tagfold.native._stage2 import PhraseMatcher
+    from tagfold.pipeline.tags.collapse import _matcher_tables
+
+    tables = _matcher_tables(load_rules())
+    with pytest.raises(ValueError, match="target 50 is outside"):
+        PhraseMatcher(**{**tables, "phrases": {("rock",): ((50,), 0)}})
+    with pytest.raises(ValueError, match="rule code 16 is outside"):
+        PhraseMatcher(**{**tables, "phrases": {("rock",): ((0,), 16)}})
+    with pytest.raises(ValueError, match="non-empty tuple"):
+        PhraseMatcher(**{**tables, "phrases": {(): ((0,), 0)}})
+
+
+def load_rules(**config):
+    from tagfold.pipeline.selected import load_selected
+    from tagfold.pipeline.tags.collapse import CollapseConfig, _ruleset
+
+    return _ruleset(load_selected(), CollapseConfig(**config))
+
+
+@st.composite
+def matching_job(draw, rules):
+    """Tags as token lists over a small vocabulary of tokens, each token read as real words."""
     vocab = draw(st.lists(TEXT, min_size=1, max_size=15, unique=True))
-    reduced = {tok: tuple(draw(st.lists(st.tuples(st.sampled_from(["", "rock", "pop", "é", "日本"]),
-                                                  st.sampled_from(["exact", "typo", ""])), max_size=3)))
-               for tok in vocab}
+    reduced = {tok: draw(phrase_key(rules, max_runs=3)) for tok in vocab}
     relevant = set(draw(st.lists(st.sampled_from(vocab), max_size=len(vocab))))
     token_lists = draw(st.lists(st.lists(st.sampled_from(vocab), max_size=6), max_size=40))
     return token_lists, relevant, reduced
 
 
-def run_both(token_lists, relevant, reduced, start=0, stop=None):
+def codes_both(rules, token_lists, relevant, reduced, start=0, stop=None):
+    from tagfold.native.stage2 import match_codes
+    from tagfold.pipeline.tags.collapse import _matcher_tables
+
     stop = len(token_lists) if stop is None else stop
-    calls = {"native": [], "ref": []}
-    out = {}
-    for impl in ("native", "ref"):
-        def key_fn(key, seen=calls[impl]):
-            seen.append(key)
-            return match_key(key)
-        out[impl] = match_tags(token_lists, start, stop, relevant, reduced, {}, key_fn, impl=impl)
-    # the rule code is called once per distinct reading, in the same order
-    assert calls["native"] == calls["ref"] and len(set(calls["ref"])) == len(calls["ref"])
-    return out["native"], out["ref"]
+    out = [match_codes(token_lists, start, stop, relevant, reduced, _matcher_tables(rules), _codes_of(rules),
+                       impl=impl) for impl in ("native", "ref")]
+    for ids, codes in out:
+        assert ids.dtype == codes.dtype == np.int32 and len(ids) == len(codes)
+    return [(ids.tolist(), codes.tolist()) for ids, codes in out]
 
 
-@settings(max_examples=300, deadline=None)
-@given(job=matching_job())
-def test_match_tags_equals_reference(job):
-    native, ref = run_both(*job)
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_match_codes_equals_reference(rules, data):
+    native, ref = codes_both(rules, *data.draw(matching_job(rules)))
     assert native == ref
 
 
-@settings(max_examples=100, deadline=None)
-@given(job=matching_job(), cut=st.integers(0, 40))
-def test_match_tags_does_not_depend_on_chunks(job, cut):
-    token_lists, relevant, reduced = job
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data(), cut=st.integers(0, 40))
+def test_match_codes_does_not_depend_on_chunks(rules, data, cut):
+    token_lists, relevant, reduced = data.draw(matching_job(rules))
     cut = min(cut, len(token_lists))
-    whole = run_both(token_lists, relevant, reduced)[0]
-    a = run_both(token_lists, relevant, reduced, 0, cut)[0]
-    b = run_both(token_lists, relevant, reduced, cut, len(token_lists))[0]
+    whole = codes_both(rules, token_lists, relevant, reduced)[0]
+    a = codes_both(rules, token_lists, relevant, reduced, 0, cut)[0]
+    b = codes_both(rules, token_lists, relevant, reduced, cut, len(token_lists))[0]
     assert (a[0] + b[0], a[1] + b[1]) == whole
 
 
-def test_match_tags_refuses_bad_input():
+def test_match_codes_refuses_bad_input(rules):
+    from tagfold.native.stage2 import match_codes
+    from tagfold.pipeline.tags.collapse import _matcher_tables
+
+    tables, ref = _matcher_tables(rules), _codes_of(rules)
+    rock = {"rock": (("rock", "exact"),)}
     with pytest.raises(ValueError, match="outside"):
-        match_tags([["rock"]], 0, 2, set(), {}, {}, match_key)
+        match_codes([["rock"]], 0, 2, set(), {}, tables, ref)
     with pytest.raises(TypeError):
-        match_tags([("rock",)], 0, 1, {"rock"}, {"rock": (("rock", "exact"),)}, {}, match_key, impl="native")
+        match_codes([("rock",)], 0, 1, {"rock"}, rock, tables, ref, impl="native")
+    with pytest.raises(TypeError, match="expected a set"):
+        match_codes([["rock"]], 0, 1, ["rock"], rock, tables, ref, impl="native")
     with pytest.raises(KeyError):
-        match_tags([["rock", "unknown"]], 0, 1, {"rock"}, {"rock": ()}, {}, match_key, impl="native")
+        match_codes([["rock", "unknown"]], 0, 1, {"rock"}, rock, tables, ref, impl="native")
+    with pytest.raises(TypeError, match="pair of strings"):
+        match_codes([["rock"]], 0, 1, {"rock"}, {"rock": (("rock",),)}, tables, ref, impl="native")
 
 
 # ---------------------------------------------------------------- Stage II end to end
@@ -138,15 +267,65 @@ def _long_and_foreign(real, rng):
     return extra
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-def test_stage2_outputs_identical_native_and_reference(real_tags, monkeypatch, workers):
+@pytest.fixture(scope="module")
+def generated_tags(real_tags):
+    """Seeded samples of both generators' variants (`tagfold synth-tags`, and --model phrases),
+    without the real tags they start with."""
+    from tagfold.pipeline.tags import synth, synth_phrases
+
+    n, real = 3000, len(real_tags)
+    return (synth.grow_tags(real_tags, real + n, seed=5, progress=False)[real:]
+            + synth_phrases.grow_phrase_tags(real_tags, real + n, seed=5, progress=False)[real:])
+
+
+def collapse_both(tags, monkeypatch, **kw):
     from tagfold.pipeline.tags.collapse import collapse
 
-    rng = random.Random(7)
-    tags = rng.sample(real_tags, 4000) + _long_and_foreign(real_tags, rng)
     tables = {}
     for impl in ("native", "ref"):
         monkeypatch.setenv("TAGFOLD_IMPL", impl)
-        tables[impl] = collapse(tags, workers=workers)
-    assert tables["native"].num_rows > 1000
-    assert tables["native"].equals(tables["ref"])
+        tables[impl] = collapse(tags, **kw)
+    return tables["native"], tables["ref"]
+
+
+def test_stage2_outputs_identical_native_and_reference(real_tags, generated_tags, monkeypatch):
+    """Every real tag, both generators' samples, long / foreign ones: the same rows."""
+    tags = real_tags + generated_tags + _long_and_foreign(real_tags, random.Random(7))
+    native, ref = collapse_both(tags, monkeypatch, workers=2)
+    assert native.num_rows > 40_000
+    assert set(native.column("rule").to_pylist()) >= {"exact", "phrase", "compound", "typo", "segmented", "form"}
+    assert native.equals(ref)
+
+
+@pytest.mark.parametrize("merge_compounds", [True, False])
+def test_stage2_identical_with_a_users_rules_dir(real_tags, generated_tags, monkeypatch, tmp_path,
+                                                 merge_compounds):
+    """A --rules-dir (here the package's tables plus a synonym, a blocker and a negator) is
+    read alike by both paths; so is a shorter selected list and compounds left unmerged."""
+    import shutil
+    from importlib import resources
+
+    from tagfold.pipeline.selected import SelectedTags, load_selected
+    from tagfold.pipeline.tags.collapse import CollapseConfig
+
+    rules = tmp_path / "rules"
+    shutil.copytree(resources.files("tagfold.pipeline").joinpath("data/rules"), rules)
+    with open(rules / "synonyms.tsv", "a", encoding="utf-8") as f:
+        f.write("zorblax wave\tindie rock\n")
+    with open(rules / "blockers.tsv", "a", encoding="utf-8") as f:
+        f.write("sad rock\t\n")
+    with open(rules / "negators.txt", "a", encoding="utf-8") as f:
+        f.write("hardly\n")
+    full = load_selected()
+    selected = SelectedTags(full.tags[:30], full.categories[:30])
+    config = CollapseConfig(rules_dir=str(rules), merge_compounds=merge_compounds)
+    tags = (["zorblax wave", "sad rock", "hardly jazz", "jazz - zorblax wave", "rock indie"]
+            + random.Random(3).sample(real_tags + generated_tags, 6000))
+    for sel in (full, selected):
+        native, ref = collapse_both(tags, monkeypatch, selected=sel, config=config, workers=1)
+        assert native.equals(ref)
+    got = {}
+    for row in native.to_pylist():
+        got.setdefault(row["tag"], []).append(row["target"])
+    assert got["zorblax wave"] == ["indie rock"] and "sad rock" not in got and "hardly jazz" not in got
+    assert got["rock indie"] == (["indie rock"] if merge_compounds else ["rock", "indie"])

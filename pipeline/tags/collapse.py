@@ -50,7 +50,7 @@ import numpy as np
 import pyarrow as pa
 
 from tagfold.native.dispatch import resolve_impl
-from tagfold.native.stage2 import match_tags
+from tagfold.native.stage2 import match_codes
 from tagfold.pipeline.tags import normalize as norm
 from tagfold.pipeline.selected import SelectedTags, load_selected
 from tagfold.pipeline.errors import UserError
@@ -93,6 +93,8 @@ STAGE2_SCHEMA = pa.schema([
 _SEPARATOR_RE = re.compile(r"\s+-+\s*|\s*-+\s+")
 SEPARATOR = "-"   # the token standing for a separator (tokenize never yields punctuation)
 _IN_PARTS = "\x00"  # marks the tokens of a separated tag inside collapse() (never in a token)
+_NAME_RULE = "name"  # the rule of a gap word in a separated tag that does not describe music
+_PRONOUN = "us"      # a country, and the English pronoun (see _match_words)
 _SUFFIX_WORDS = frozenset("ally ness less ful ish ism ist ists ing ings ers est ies ous ive ion ions "
                           "able ible ment ments ity ties".split())
 
@@ -504,7 +506,7 @@ def _match_words(words: Sequence[tuple[str, str]], rules: RuleSet) -> list[tuple
                 segment_start, names_a_work = len(found), False
                 i += 1
                 continue
-            if word not in rules.descriptors and (word or words[i][1] == "name"):
+            if word not in rules.descriptors and (word or words[i][1] == _NAME_RULE):
                 names_a_work = True
         if word in negators:
             negate_at = i + 1
@@ -517,7 +519,7 @@ def _match_words(words: Sequence[tuple[str, str]], rules: RuleSet) -> list[tuple
             if phrase is None:
                 continue
             # 'us' is also the English pronoun: a country only as the first word of a longer tag.
-            if word == "us" and length == 1 and (i != 0 or n == 1 or words[i][1] != "exact"):
+            if word == _PRONOUN and length == 1 and (i != 0 or n == 1 or words[i][1] != "exact"):
                 phrase = None
                 continue
             if i != negate_at:
@@ -552,6 +554,32 @@ def _match_words(words: Sequence[tuple[str, str]], rules: RuleSet) -> list[tuple
     return out
 
 
+# One int per (target, rule) pair: target index * _CODE_STRIDE + index in RULE_NAMES.
+_CODE_STRIDE = 16
+assert len(RULE_NAMES) <= _CODE_STRIDE
+
+
+def _matcher_tables(rules: RuleSet) -> dict:
+    """The tables _match_words reads, as the plain data (codes) the compiled matcher
+    (tagfold.native._stage2.PhraseMatcher) is built from: it then returns, for a key, exactly
+    the codes of _match_words(key, rules)."""
+    target = {t: i for i, t in enumerate(rules.selected.tags)}
+    rule = {r: i for i, r in enumerate(RULE_NAMES)}
+    merge = rules.config.merge_compounds
+    return {
+        # a blocker ('blocked', no targets) reports no rule: -1
+        "phrases": {key: (tuple(target[t] for t in p.targets), rule[p.rule] if p.targets else -1)
+                    for key, p in rules.phrases.items()},
+        "negators": rules.negators,
+        "descriptors": rules.descriptors,
+        "word_rules": {r: rule[r] for r in sorted(_WORD_RULE_RANK, key=_WORD_RULE_RANK.__getitem__)},
+        "compounds": [(target[c], target[a], target[b]) for c, a, b in rules.compounds] if merge else [],
+        "n_targets": len(target), "code_stride": _CODE_STRIDE,
+        "exact_rule": rule["exact"], "phrase_rule": rule["phrase"], "compound_rule": rule["compound"],
+        "separator": SEPARATOR, "name_gap": _NAME_RULE, "pronoun": _PRONOUN, "exact_word": "exact",
+    }
+
+
 # Worker processes are forked and read the shared state below instead of receiving it pickled.
 # They run pure Python only: the Jaro-Winkler kernel (OpenMP) stays in the parent, because
 # an OpenMP runtime used before fork() can hang in the child.
@@ -572,19 +600,14 @@ def _match_range(bounds: tuple[int, int], state: dict | None = None):
     """
     state = state or _FORK_STATE
     rules, token_lists, relevant, reduced = state["rules"], state["token_lists"], state["relevant"], state["reduced"]
-    # One int per (target, rule) pair: target * 16 + rule (RULE_NAMES has fewer than 16).
-    target_code = {t: i * 16 for i, t in enumerate(rules.selected.tags)}
+    target_code = {t: i * _CODE_STRIDE for i, t in enumerate(rules.selected.tags)}
     rule_code = {r: i for i, r in enumerate(RULE_NAMES)}
-    # Per tag with matches: its id and its (cached, shared) list of codes; expanded with numpy
-    # at the end rather than extending two lists per tag. The loop itself is a native kernel
-    # (tagfold.native.stage2.match_tags); the rules are only called once per distinct reading.
-    hit_ids, hit_codes = match_tags(
-        token_lists, bounds[0], bounds[1], relevant, reduced, {},
+    # Native: the compiled matcher built from the rule tables (tagfold.native.stage2); the
+    # reference reads each distinct reading with _match_words.
+    ids, codes = match_codes(
+        token_lists, bounds[0], bounds[1], relevant, reduced, _matcher_tables(rules),
         lambda key: [target_code[t] + rule_code[r] for t, r in _match_words(key, rules)])
-    counts = np.fromiter(map(len, hit_codes), dtype=np.int64, count=len(hit_codes))
-    ids = np.repeat(np.array(hit_ids, dtype=np.int32), counts)
-    codes = np.fromiter(chain.from_iterable(hit_codes), dtype=np.int32, count=int(counts.sum()))
-    return ids, (codes // 16).astype(np.int16), (codes % 16).astype(np.int8)
+    return ids, (codes // _CODE_STRIDE).astype(np.int16), (codes % _CODE_STRIDE).astype(np.int8)
 
 
 def _chunks(n: int, parts: int) -> list[tuple[int, int]]:
@@ -643,7 +666,7 @@ def collapse(tags: Sequence[str], selected: SelectedTags | None = None,
         # only in such words ('swiss metal', 'fresh metal') share one match result. In a
         # separated tag the gap keeps one bit: whether the word describes music (a part
         # holding a word that does not is a name or a title, see _match_words).
-        gap, name_gap = ("", ""), ("", "name")
+        gap, name_gap = ("", ""), ("", _NAME_RULE)
         descriptors = rules.descriptors
         reduced = {tok: tuple(wr if wr[0] in lexicon or wr[0] in negators or wr[0] == SEPARATOR else gap
                               for wr in words)
