@@ -295,6 +295,17 @@ def test_vector_cache_only_encodes_new_texts(tmp_path):
     np.testing.assert_array_equal(second[[2, 0]], first[[0, 1]])
 
 
+def test_vector_cache_read_beforehand_gives_the_same_vectors(tmp_path):
+    enc = _CountingEncoder()
+    cached_vectors(["rock", "spooky"], enc.key, enc.dim, enc.encode, tmp_path)
+    known = read_cache(cache_file(tmp_path, enc.key), enc.dim)
+    again, n = cached_vectors(["spooky", "eerie", "rock"], enc.key, enc.dim, enc.encode, tmp_path)
+    cache_file(tmp_path, enc.key).unlink()    # the file is not read again: what was read is used
+    given, n_given = cached_vectors(["spooky", "eerie", "rock"], enc.key, enc.dim, enc.encode, tmp_path, known)
+    assert n == n_given == 1 and np.array_equal(given, again)
+    assert read_cache(cache_file(tmp_path, enc.key), enc.dim)[0] == ["rock", "spooky", "eerie"]
+
+
 @pytest.mark.parametrize("damage", ["truncate", "flip", "garbage"])
 def test_damaged_vector_cache_is_detected_and_rebuilt(tmp_path, damage, capsys):
     enc = _CountingEncoder()

@@ -361,8 +361,13 @@ def fold_by_similarity(scores: np.ndarray, threshold: float) -> tuple[np.ndarray
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
+    """float32 x with each row scaled to unit length, in place when x already is a float32
+    array (every caller hands over a fresh one: no second copy of the encoder's vectors)."""
+    x = np.asarray(x, dtype=np.float32)
+    if not x.flags.writeable:
+        x = x.copy()
     norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return (x / np.maximum(norms, 1e-12)).astype(np.float32)
+    return np.divide(x, np.maximum(norms, 1e-12), out=x)
 
 
 def _is_encoder(kv) -> bool:
@@ -370,8 +375,10 @@ def _is_encoder(kv) -> bool:
 
 
 def embed_distances(tags: Sequence[str], selected: SelectedTags | None = None, kv=None,
-                    config: EmbedConfig = EmbedConfig()) -> EmbedDistances:
-    """Tag vectors, L2 distances to the selected tags, normal fits, cuts and nearest targets."""
+                    config: EmbedConfig = EmbedConfig(), cache: tuple | None = None) -> EmbedDistances:
+    """Tag vectors, L2 distances to the selected tags, normal fits, cuts and nearest targets.
+
+    cache: an encoder's vector cache (vector_cache.read_cache) when already read."""
     from tagfold.native.l2 import l2_distances, nearest_under_cut
     from tagfold.pipeline.tags.vectors import load_vectors
 
@@ -379,7 +386,7 @@ def embed_distances(tags: Sequence[str], selected: SelectedTags | None = None, k
     kv = kv if kv is not None else load_vectors(config.vectors)
     tags = list(tags)
     if _is_encoder(kv) or config.cut != "normal":
-        return _similarity_distances(tags, selected, kv, config)
+        return _similarity_distances(tags, selected, kv, config, cache)
     vectors, has_vector, all_known, stats = tag_vectors(tags, kv, config.pooling)
     target_vectors, target_has, _, _ = tag_vectors(list(selected.tags), kv, config.pooling)
     if not target_has.all():
@@ -394,7 +401,8 @@ def embed_distances(tags: Sequence[str], selected: SelectedTags | None = None, k
                           pa.array(tags, pa.string()))
 
 
-def _similarity_distances(tags: list[str], selected: SelectedTags, kv, config: EmbedConfig) -> EmbedDistances:
+def _similarity_distances(tags: list[str], selected: SelectedTags, kv, config: EmbedConfig,
+                          cache: tuple | None = None) -> EmbedDistances:
     """embed_distances for the candidates only: an encoder's vectors (cached) or pooled word
     vectors, cosine to each selected tag, then the fold rule (a similarity rule, or the normal
     fit over the candidates' L2 distances)."""
@@ -412,7 +420,7 @@ def _similarity_distances(tags: list[str], selected: SelectedTags, kv, config: E
         all_known = has_vector
         rows = np.flatnonzero(has_vector)
         texts = [tags[i] for i in rows] + list(selected.tags)
-        vectors, encoded = cached_vectors(texts, kv.key, kv.dim, kv.encode, config.cache_dir)
+        vectors, encoded = cached_vectors(texts, kv.key, kv.dim, kv.encode, config.cache_dir, cache)
         vectors = _unit(vectors)
         tag_vecs, target_vecs = vectors[:len(rows)], vectors[len(rows):]
         stats = {"tokens": int(candidates.sum()), "oov_tokens": int((candidates & ~has_vector).sum()),

@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 CHECKSUM_KEY = b"tagfold.vector_cache.sha256"
+GATHER_BLOCK = 8192   # rows per block when the needed vectors are copied out of the cache
 DIM_KEY = b"tagfold.vector_cache.dim"
 
 
@@ -63,6 +64,10 @@ def read_cache(path: Path, dim: int) -> tuple[list[str], np.ndarray]:
         ok, reason = False, f"{type(e).__name__}: {e}"
     else:
         reason = "checksum does not match"
+    finally:
+        # Decoding the vector column leaves about 3x the file in freed pages that Arrow's pool
+        # keeps (measured: +150 MiB resident for a 31 MB file, +30 MiB after this).
+        pa.default_memory_pool().release_unused()
     if not ok:
         print(f"vector cache {path}: damaged ({reason}); rebuilding it", file=sys.stderr)
         return empty
@@ -89,12 +94,16 @@ def write_cache(path: Path, texts: Sequence[str], vectors: np.ndarray) -> Path:
 
 
 def cached_vectors(texts: Sequence[str], key: str, dim: int, encode: Callable[[list[str]], np.ndarray],
-                   folder: str | Path | None) -> tuple[np.ndarray, int]:
-    """(float32 vectors for `texts`, how many had to be encoded). With no folder, no cache."""
+                   folder: str | Path | None, known: tuple[list[str], np.ndarray] | None = None
+                   ) -> tuple[np.ndarray, int]:
+    """(float32 vectors for `texts`, how many had to be encoded). With no folder, no cache.
+
+    known: read_cache's result for this folder and key, when already read (`tagfold pipeline`
+    reads it while the tags are still being read)."""
     if folder is None:
         return np.asarray(encode(list(texts)), dtype=np.float32), len(texts)
     path = cache_file(folder, key)
-    known, known_vectors = read_cache(path, dim)
+    known, known_vectors = known if known is not None else read_cache(path, dim)
     row_of = {t: i for i, t in enumerate(known)}
     missing = sorted({t for t in texts if t not in row_of})
     if missing:
@@ -104,4 +113,8 @@ def cached_vectors(texts: Sequence[str], key: str, dim: int, encode: Callable[[l
         write_cache(path, known, known_vectors)
         row_of.update((t, len(known) - len(missing) + i) for i, t in enumerate(missing))
     rows = np.fromiter((row_of[t] for t in texts), dtype=np.int64, count=len(texts))
-    return known_vectors[rows].astype(np.float32), len(missing)
+    # Gathered a block at a time into float32: no float16 copy of all the rows on the way.
+    out = np.empty((len(rows), dim), dtype=np.float32)
+    for lo in range(0, len(rows), GATHER_BLOCK):
+        out[lo:lo + GATHER_BLOCK] = known_vectors[rows[lo:lo + GATHER_BLOCK]]
+    return out, len(missing)
