@@ -54,17 +54,24 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
-def write_parquet(table: pa.Table, path: str | os.PathLike, config: Any = None, run_id: str | None = None) -> Path:
+def write_parquet(table: pa.Table | pa.RecordBatchReader, path: str | os.PathLike, config: Any = None,
+                  run_id: str | None = None) -> Path:
     """Write `table` atomically to `path`, with the resolved config in the schema metadata and the
-    id of the run that wrote it (`run_id`, default: the run that holds the folder, see start_run)."""
+    id of the run that wrote it (`run_id`, default: the run that holds the folder, see start_run).
+    A RecordBatchReader is written batch by batch (a row group each, up to Parquet's default
+    size), so the whole table never has to be in memory."""
     metadata = dict(table.schema.metadata or {})
     metadata[CONFIG_KEY] = json.dumps(config_dict(config), sort_keys=True).encode()
     run_id = run_id or folder_run_id(Path(path).parent)
     if run_id:
         metadata[RUN_KEY] = run_id.encode()
-    table = table.replace_schema_metadata(metadata)
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
+        if isinstance(table, pa.RecordBatchReader):
+            with pq.ParquetWriter(tmp, table.schema.with_metadata(metadata)) as writer:
+                for batch in table:
+                    writer.write_batch(batch)
+        else:
+            pq.write_table(table.replace_schema_metadata(metadata), tmp)
     return Path(path)
 
 

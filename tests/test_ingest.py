@@ -132,6 +132,21 @@ def test_sqlite_msd_schema(tmp_path):
                   {"track_id": "TRCCCFH12903CEBC70", "tag_id": 1, "weight": 100.0}]
 
 
+def test_track_tags_written_part_by_part(tmp_path, monkeypatch):
+    """track_tags.parquet is written a row group at a time (the whole table is never made): the
+    file holds the same table as read_tags, with the run's metadata."""
+    from tagfold.pipeline.io import read_run_id, start_run
+
+    monkeypatch.setattr(ing, "ROW_GROUP_ROWS", 2)
+    db = hostile.msd_sqlite(tmp_path / "lastfm_tags.db", n_tracks=5)
+    run = start_run(tmp_path / "out")
+    res = ingest(db, tmp_path / "out")
+    path = tmp_path / "out" / "track_tags.parquet"
+    assert pq.read_metadata(path).num_row_groups == 8 and len(res.links) == 15
+    assert pq.read_table(path).equals(read_tags(db).track_tags) and res.track_tags.num_rows == 15
+    assert read_run_id(path) == run and read_config(path)["report"]["links_kept"] == 15
+
+
 def test_sqlite_without_expected_tables(tmp_path):
     db = tmp_path / "other.db"
     con = sqlite3.connect(db)

@@ -57,6 +57,9 @@ TAGS_SCHEMA = pa.schema([("tag_id", pa.int32()), ("tag", pa.string()), ("count",
 # Raw text -> the tag it was normalised into, for every raw text that differs from its tag.
 ALIASES_SCHEMA = pa.schema([("alias", pa.string()), ("tag_id", pa.int32())])
 TRACK_TAGS_SCHEMA = pa.schema([("track_id", pa.string()), ("tag_id", pa.int32()), ("weight", pa.float32())])
+# track_tags is written this many rows at a time: Parquet's default row group, so the file is
+# the one a whole table would give.
+ROW_GROUP_ROWS = 1 << 20
 
 
 class IngestError(UserError):
@@ -114,10 +117,15 @@ class IngestReport:
 @dataclass
 class IngestResult:
     tags: pa.Table
-    track_tags: pa.Table | None
+    links: TrackLinks | None  # where the input links tracks to tags
     report: IngestReport
     config: IngestConfig
     aliases: pa.Table  # raw text -> tag_id where the raw text differs from its tag
+
+    @property
+    def track_tags(self) -> pa.Table | None:
+        """The track links as one table, made on each call (ingest writes them part by part)."""
+        return None if self.links is None else self.links.table()
 
 
 class _Collector:
@@ -246,7 +254,7 @@ def _read_lines(path: Path, col: _Collector) -> None:
 
 
 class _Links:
-    """(track, tag_id, weight) triples collected row by row (CSV) -> the track_tags table."""
+    """(track, tag_id, weight) triples collected row by row (CSV) -> TrackLinks."""
 
     def __init__(self, report: IngestReport):
         self.report = report
@@ -255,17 +263,17 @@ class _Links:
         self.tag: list[int] = []
         self.weight: list[float] = []
 
-    def table(self) -> pa.Table:
+    def merged(self) -> TrackLinks:
         n_tags = max(self.tag, default=0) + 1
         key = np.asarray(self.track, dtype=np.int64) * n_tags + np.asarray(self.tag, dtype=np.int64)
         links = _KeyedLinks(key, np.asarray(self.weight, np.float32), n_tags,
                             pa.array(list(self.track_index), pa.string()))
-        return links.table(self.report)
+        return links.merged(self.report)
 
 
 class _KeyedLinks:
     """Links as key = track * n_tags + tag_id (int64: one sort orders them by track, then tag)
-    with their weights -> the track_tags table, duplicate pairs merged (max weight).
+    with their weights -> TrackLinks, duplicate pairs merged (max weight).
 
     It owns its arrays and drops each one as soon as what replaces it exists: at MSD scale
     (9.1M links) each is 37-73 MB, and a caller's reference would keep it alive."""
@@ -273,7 +281,7 @@ class _KeyedLinks:
     def __init__(self, key: np.ndarray, weight: np.ndarray, n_tags: int, track_ids: pa.Array):
         self.key, self.weight, self.n_tags, self.track_ids = key, weight, n_tags, track_ids
 
-    def table(self, report: IngestReport) -> pa.Table:
+    def merged(self, report: IngestReport) -> TrackLinks:
         order = np.argsort(self.key)  # links with equal keys merge into one row: their order is moot
         self.key = self.key[order]
         self.weight = self.weight[order]
@@ -289,13 +297,38 @@ class _KeyedLinks:
         del first
         report.links_kept = len(self.key)
         report.links_merged = n_links - len(self.key)
-        tag_id = pa.array((self.key % self.n_tags).astype(np.int32))
-        track, self.key = np.floor_divide(self.key, self.n_tags, out=self.key), None  # in place
-        # Arrow gathers the strings: no Python string object per link
-        track_id = self.track_ids.take(pa.array(track))
-        del track
-        weight, self.weight = pa.array(self.weight), None
-        return pa.table({"track_id": track_id, "tag_id": tag_id, "weight": weight}, schema=TRACK_TAGS_SCHEMA)
+        tag_id = (self.key % self.n_tags).astype(np.int32)
+        track = np.floor_divide(self.key, self.n_tags, out=self.key).astype(np.int32)  # in place, then halved
+        self.key = None
+        weight, self.weight = self.weight, None
+        return TrackLinks(track, tag_id, weight, self.track_ids)
+
+
+class TrackLinks:
+    """track_tags: sorted by (track, tag_id), each pair once with its largest weight, held as
+    NumPy columns and the track ids that `track` indexes: 12 bytes a link, where a table's
+    track id strings alone take ~25 (0.2 GB at MSD scale), so the table is made part by part."""
+
+    def __init__(self, track: np.ndarray, tag_id: np.ndarray, weight: np.ndarray, track_ids: pa.Array):
+        self.track, self.tag_id, self.weight, self.track_ids = track, tag_id, weight, track_ids
+
+    def __len__(self) -> int:
+        return len(self.tag_id)
+
+    def parts(self) -> pa.RecordBatchReader:
+        """The table, ROW_GROUP_ROWS rows at a time."""
+        def batches():
+            for start in range(0, len(self), ROW_GROUP_ROWS):
+                end = start + ROW_GROUP_ROWS
+                # Arrow gathers the strings: no Python string object per link
+                yield pa.record_batch({"track_id": self.track_ids.take(pa.array(self.track[start:end])),
+                                       "tag_id": pa.array(self.tag_id[start:end]),
+                                       "weight": pa.array(self.weight[start:end])}, schema=TRACK_TAGS_SCHEMA)
+
+        return pa.RecordBatchReader.from_batches(TRACK_TAGS_SCHEMA, batches())
+
+    def table(self) -> pa.Table:
+        return self.parts().read_all()
 
 
 def _csv_fields(line: str) -> list[str] | None:
@@ -311,7 +344,7 @@ def _csv_fields(line: str) -> list[str] | None:
         return None
 
 
-def _read_csv(path: Path, col: _Collector) -> pa.Table:
+def _read_csv(path: Path, col: _Collector) -> TrackLinks:
     links = _Links(col.report)
     sep = col.config.csv_tag_separator
     lines = _text_lines(path, col)  # broken lines were reported there and are None
@@ -351,15 +384,15 @@ def _read_csv(path: Path, col: _Collector) -> pa.Table:
             links.track.append(track)
             links.tag.append(tag_id)
             links.weight.append(1.0)
-    table = links.table()
+    merged = links.merged()
     # count = number of tracks carrying the tag (after merging a tag repeated on one track)
-    col.counts = np.bincount(table["tag_id"].to_numpy(), minlength=len(col.counts)).tolist()
-    return table
+    col.counts = np.bincount(merged.tag_id, minlength=len(col.counts)).tolist()
+    return merged
 
 
 # ---------------------------------------------------------------- SQLite (lastfm_tags.db)
 
-def _read_sqlite(path: Path, col: _Collector) -> pa.Table | None:
+def _read_sqlite(path: Path, col: _Collector) -> TrackLinks | None:
     try:
         con = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
     except sqlite3.Error as e:
@@ -408,7 +441,7 @@ def _text_rows(con: sqlite3.Connection, query: str) -> list[tuple]:
         con.text_factory = bytes
 
 
-def _read_sqlite_rows(path: Path, con: sqlite3.Connection, col: _Collector) -> pa.Table | None:
+def _read_sqlite_rows(path: Path, con: sqlite3.Connection, col: _Collector) -> TrackLinks | None:
     import queue
     import threading
     from concurrent.futures import ThreadPoolExecutor
@@ -437,9 +470,9 @@ def _read_sqlite_rows(path: Path, con: sqlite3.Connection, col: _Collector) -> p
                     links.add(batch)
         finally:
             stop.set()
-    table = links.table(track_ids)
-    col.counts = np.bincount(table["tag_id"].to_numpy(), minlength=len(col.counts)).tolist()
-    return table
+    merged = links.merged(track_ids)
+    col.counts = np.bincount(merged.tag_id, minlength=len(col.counts)).tolist()
+    return merged
 
 
 def _read_sqlite_tables(path: Path, con: sqlite3.Connection, col: _Collector) -> tuple:
@@ -512,8 +545,8 @@ LINK_PROBLEMS = (
 
 class _LinkChecks:
     """tid_tag rows, batch by batch -> checked links. A good link is packed as key = track *
-    n_tags + tag_id and its weight (float32); a bad one is set aside and reported when the table
-    is made: grouped by LINK_PROBLEMS, in rowid order within each."""
+    n_tags + tag_id and its weight (float32); a bad one is set aside and reported when the links
+    are merged: grouped by LINK_PROBLEMS, in rowid order within each."""
 
     def __init__(self, path: Path, col: _Collector, tag_of: _RowidLookup, track_of: _RowidLookup, n_links: int):
         self.path, self.col, self.tag_of, self.track_of = path, col, tag_of, track_of
@@ -543,7 +576,7 @@ class _LinkChecks:
         self.weight[self.n:end] = val
         self.n = end
 
-    def table(self, track_ids: pa.Array) -> pa.Table:
+    def merged(self, track_ids: pa.Array) -> TrackLinks:
         if self.bad:
             kind = np.concatenate([k for k, _ in self.bad])
             rows = {c: np.concatenate([b[c] for _, b in self.bad]) for c in LINK_COLUMNS}
@@ -553,7 +586,7 @@ class _LinkChecks:
                              f"{self.path}: table tid_tag, rowid {rowid}", link=True)
         links = _KeyedLinks(self.key[:self.n], self.weight[:self.n], self.n_tags, track_ids)
         self.key = self.weight = None
-        return links.table(self.col.report)
+        return links.merged(self.col.report)
 
 
 LINK_COLUMNS = ("rowid", "tid", "tag", "val")
@@ -666,19 +699,19 @@ def read_tags(path: str | Path, fmt: str = "auto", *, skip_bad: bool = False, ma
     resolved = detect_format(path) if fmt == "auto" else fmt
     config = IngestConfig(fmt, skip_bad, max_len, casefold)
     col = _Collector(path, resolved, config)
-    track_tags = None
+    links = None
     if resolved == "unique_tags":
         _read_unique_tags(path, col)
     elif resolved == "lines":
         _read_lines(path, col)
     elif resolved == "csv":
-        track_tags = _read_csv(path, col)
+        links = _read_csv(path, col)
     else:
-        track_tags = _read_sqlite(path, col)
+        links = _read_sqlite(path, col)
     report = col.report
     assert report.read == report.kept + report.merged + report.rejected, report
     assert report.links_read == report.links_kept + report.links_merged + report.links_rejected, report
-    return IngestResult(col.tags_table(), track_tags, report, config, col.aliases_table())
+    return IngestResult(col.tags_table(), links, report, config, col.aliases_table())
 
 
 def ingest(path: str | Path, out_dir: str | Path, fmt: str = "auto", *, skip_bad: bool = False,
@@ -696,8 +729,8 @@ def ingest(path: str | Path, out_dir: str | Path, fmt: str = "auto", *, skip_bad
     write_parquet(result.tags, out_dir / "tags.parquet", meta)
     write_parquet(result.aliases, out_dir / "aliases.parquet", meta)
     stale = out_dir / "track_tags.parquet"
-    if result.track_tags is not None:
-        write_parquet(result.track_tags, stale, meta)
+    if result.links is not None:
+        write_parquet(result.links.parts(), stale, meta)
     elif stale.exists():
         # A track_tags.parquet from an earlier input would pair with the wrong tag ids.
         stale.unlink()

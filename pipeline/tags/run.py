@@ -436,19 +436,19 @@ def _run_pipeline(out_dir: Path, config: PipelineConfig, side_process: bool | No
             tag_ids = ingested.tags.column("tag_id").combine_chunks()
             steps.pause("ingest")
 
+            # Only in-domain word2vec vectors read the track links: at MSD scale (9.1M links)
+            # making and sending their table anyway would cost seconds and ~0.5 GB.
+            links = ingested.track_tags if config.embed.vectors == "word2vec" else None
             if remote is not None:
-                # Only in-domain word2vec vectors read the track links: at MSD scale (9.1M
-                # links) sending them anyway would cost seconds and ~0.5 GB in both processes.
-                links = ingested.track_tags if config.embed.vectors == "word2vec" else None
                 remote.send((ingested.tags, links))
                 remote.check()
             else:
                 side.prepare()
                 stage1 = side.stage1(ingested.tags)
-                side.distances(ingested.tags, ingested.track_tags)
-            # Written and handed over: at MSD scale the 9.1M links would stay ~0.3 GB of this
+                side.distances(ingested.tags, links)
+            # Written and handed over: at MSD scale the links would stay ~0.1 GB of this
             # process's memory through Stage II.
-            ingested.track_tags = None
+            ingested.links = links = None
             _return_freed_memory()
 
             steps.start("stage2")
