@@ -142,9 +142,36 @@ def test_same_result_for_chunking_and_trie_layout(real_tags, vocab, real_word, m
     sample = real_tags[::7]
     base = real_word.take(list(range(0, len(real_tags), 7))).drop_columns(["tag_id"])
     monkeypatch.setattr(cat, "JW_CHUNK", 1000)
+    monkeypatch.setattr(cat, "TRIE_CHUNK", 997)  # many blocks of the trie pass, boundaries anywhere
     monkeypatch.setattr(cat, "DENSE_CELLS", 0)  # the sorted-key trie instead of the dense table
     again = categorize(sample, vocab=vocab).drop_columns(["tag_id"])
     assert again.equals(base)
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+# Pieces that exercise each step: entries of every list (also inside other words, upper-cased,
+# hyphenated), digits, typos, other scripts and marks, separators.
+_PIECES = ["rock", "ROCK", "hip", "hop", "hip-hop", "indie", "sad", "chill", "punk", "mellow", "love", "seen live",
+           "80s", "2", "rokc", "jaz", "psychotic", "school", "é", "\u0301", "日本", "рок", "-", " ", "_", "&", "x" * 40]
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.one_of(st.text(max_size=300), st.lists(st.sampled_from(_PIECES), max_size=6).map("".join),
+                          st.lists(st.sampled_from(_PIECES), max_size=6).map(" ".join)), max_size=12),
+       st.sampled_from(["word", "substring"]), st.integers(1, 5))
+def test_matches_reference_on_any_text(vocab, tags, containment, trie_chunk):
+    config = CategorizeConfig(containment=containment)
+    before = cat.TRIE_CHUNK
+    cat.TRIE_CHUNK = trie_chunk    # blocks of the trie pass, boundaries anywhere
+    try:
+        got = categorize(tags, config, vocab=vocab).to_pylist()
+    finally:
+        cat.TRIE_CHUNK = before
+    want = categorize_reference(tags, config, vocab=vocab).to_pylist()
+    for g, w in zip(got, want, strict=True):
+        assert g == pytest.approx(w), (g, w)
 
 
 # ---------------------------------------------------------------- all real tags

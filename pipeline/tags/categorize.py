@@ -41,6 +41,8 @@ VOCAB_ORDER = ("genre", "emotion", "descriptive", "junk")
 WORD_SPLIT = r"[^\p{L}\p{N}\p{M}]+"
 # Queries per Jaro-Winkler call: bounds memory and drives the progress bar.
 JW_CHUNK = 32768
+# Tags per block of the trie pass (steps 1 and 3): bounds its temporaries (~25 MB a block).
+TRIE_CHUNK = 65536
 
 SCHEMA = pa.schema([
     ("tag_id", pa.int32()),
@@ -108,32 +110,37 @@ def _code_points(strings: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     return buf.astype(np.int64), np.repeat(np.arange(len(strings), dtype=np.int64), lengths)
 
 
-def _symbolize(tags: pa.Array, entries: tuple[str, ...], containment: str
-               ) -> tuple[_Symbols, list[np.ndarray], int]:
-    """Tags and entries as symbol sequences over one alphabet (the entries' symbols)."""
+def _entry_symbols(entries: tuple[str, ...], containment: str) -> tuple[list[np.ndarray], pa.Array | np.ndarray]:
+    """Each entry as a symbol sequence, and the alphabet that numbers the symbols: the entries'
+    distinct words (Arrow) or their sorted code points (NumPy)."""
     if containment == "word":
         e_words, e_owner = _words(pa.array(entries, pa.string()))
         alphabet = pc.unique(e_words)
         e_sym = pc.index_in(e_words, value_set=alphabet).to_numpy().astype(np.int64)
-        t_words, owner = _words(tags)
-        sym = pc.fill_null(pc.index_in(t_words, value_set=alphabet), -1).to_numpy().astype(np.int64)
-        n_alpha = len(alphabet)
     else:
         e_cp, e_owner = _code_points(entries)
         alphabet, e_sym = np.unique(e_cp, return_inverse=True)
-        cp, owner = _code_points(tags.to_pylist())
-        pos = np.minimum(np.searchsorted(alphabet, cp), max(len(alphabet) - 1, 0))
-        sym = np.where(alphabet[pos] == cp, pos, -1).astype(np.int64) if len(alphabet) else np.full(len(cp), -1)
-        n_alpha = len(alphabet)
     e_split = np.split(np.asarray(e_sym, dtype=np.int64), np.flatnonzero(np.diff(e_owner)) + 1)
     e_seqs: list[np.ndarray] = [np.zeros(0, np.int64)] * len(entries)
     for seq, i in zip(e_split, np.unique(e_owner)):
         e_seqs[i] = seq
+    return e_seqs, alphabet
+
+
+def _symbolize(tags: pa.Array, alphabet: pa.Array | np.ndarray, containment: str) -> _Symbols:
+    """Tags as symbol sequences over the entries' alphabet (_entry_symbols)."""
+    if containment == "word":
+        t_words, owner = _words(tags)
+        sym = pc.fill_null(pc.index_in(t_words, value_set=alphabet), -1).to_numpy()
+    else:
+        cp, owner = _code_points(tags.to_pylist())
+        pos = np.minimum(np.searchsorted(alphabet, cp), max(len(alphabet) - 1, 0))
+        sym = np.where(alphabet[pos] == cp, pos, -1) if len(alphabet) else np.full(len(cp), -1)
     n = len(tags)
     length = np.bincount(owner, minlength=n).astype(np.int64)
     first = np.zeros(n, dtype=np.int64)
     np.cumsum(length[:-1], out=first[1:])
-    return _Symbols(sym, owner.astype(np.int64), first, length), e_seqs, n_alpha
+    return _Symbols(sym.astype(np.int64), owner.astype(np.int64), first, length)
 
 
 # ---------------------------------------------------------------- trie matching
@@ -254,12 +261,26 @@ def categorize(tags: Sequence[str], config: CategorizeConfig = CategorizeConfig(
         resolved[idx] = True
 
     # 1 + 3: one trie pass finds every occurrence of every entry; whole-tag ones are exact.
-    syms, e_seqs, n_alpha = _symbolize(lowered, entries.text, config.containment)
-    trie = _Trie(e_seqs, n_alpha)
-    m_tag, m_start, m_len, m_entry = trie.matches(syms)
-    exact = (m_start == 0) & (m_len == syms.length[m_tag])
-    t, row = _best_per_tag(m_tag[exact], entries.rank[m_entry[exact]], m_entry[exact])
-    settle(t, m_entry[exact][row], "exact")
+    # Each block of tags keeps only its best exact and best containing match per tag, so the
+    # pass's temporaries (symbols, walk states, all matches) never exceed one block's.
+    e_seqs, alphabet = _entry_symbols(entries.text, config.containment)
+    trie = _Trie(e_seqs, len(alphabet))
+    junk_rank = VOCAB_ORDER.index("junk")
+    none = (np.zeros(0, np.int64), np.zeros(0, np.int64))
+    exact_best, contains_best = [none], [none]    # (tags, entry) per block
+    for lo in range(0, n, TRIE_CHUNK):
+        syms = _symbolize(lowered.slice(lo, TRIE_CHUNK), alphabet, config.containment)
+        m_tag, m_start, m_len, m_entry = trie.matches(syms)
+        exact = (m_start == 0) & (m_len == syms.length[m_tag])
+        t, row = _best_per_tag(m_tag[exact], entries.rank[m_entry[exact]], m_entry[exact])
+        exact_best.append((t + lo, m_entry[exact][row]))
+        # containment (step 3) never counts junk entries; the best per tag of the rest, for
+        # the tags that steps 1 and 2 leave
+        keep = entries.rank[m_entry] != junk_rank
+        ct, cs, cl, ce = m_tag[keep], m_start[keep], m_len[keep], m_entry[keep]
+        t, row = _best_per_tag(ct, entries.rank[ce], -cl, cs, ce)
+        contains_best.append((t + lo, ce[row]))
+    settle(*(np.concatenate(part) for part in zip(*exact_best)), "exact")
 
     # 2: digits
     has_digit = pc.match_substring_regex(raw, "[0-9]").to_numpy(zero_copy_only=False) & ~resolved
@@ -275,12 +296,10 @@ def categorize(tags: Sequence[str], config: CategorizeConfig = CategorizeConfig(
     else:
         digit_words = []
 
-    # 3: containment, junk entries excluded
-    junk_rank = VOCAB_ORDER.index("junk")
-    keep = ~resolved[m_tag] & (entries.rank[m_entry] != junk_rank)
-    ct, cs, cl, ce = m_tag[keep], m_start[keep], m_len[keep], m_entry[keep]
-    t, row = _best_per_tag(ct, entries.rank[ce], -cl, cs, ce)
-    settle(t, ce[row], "contains")
+    # 3: containment, junk entries excluded (found in the trie pass above)
+    t, entry = (np.concatenate(part) for part in zip(*contains_best))
+    left = ~resolved[t]
+    settle(t[left], entry[left], "contains")
 
     # 4: Jaro-Winkler on what is left, each distinct (lowered) tag once
     jw_vocab_n = int(np.sum(entries.rank != junk_rank))
