@@ -392,14 +392,18 @@ def _analyse_tokens(tokens: set[str], rules: RuleSet, pool_map=None) -> dict[str
     pieces_of: dict[str, list[str]] = {}
     resolved: dict[str, tuple[tuple[str, str], ...] | None] = {}
 
+    lexicon, known = rules.lexicon, rules.known
+
     def quick(piece: str):
-        if _is_word(rules, piece):
+        if piece in lexicon or piece in known:   # _is_word
             return ((piece, "exact"),)
-        decade = norm.decade_of(piece)
-        if decade is not None:
-            return ((decade, "decade"),) if decade in rules.selected.tags else ()
-        if piece.isdigit():
-            return ()
+        # Decades and numbers hold digits; most pieces are letters only and skip both tests.
+        if not piece.isalpha():
+            decade = norm.decade_of(piece)
+            if decade is not None:
+                return ((decade, "decade"),) if decade in rules.selected.tags else ()
+            if piece.isdigit():
+                return ()
         if _TRIPLE_LETTER.search(piece):
             squeezed = norm.squeeze_repeats(piece)
             if _is_word(rules, squeezed):
@@ -415,8 +419,11 @@ def _analyse_tokens(tokens: set[str], rules: RuleSet, pool_map=None) -> dict[str
             if piece not in resolved:
                 resolved[piece] = quick(piece)
 
-    pending = sorted(p for p, r in resolved.items() if r is None)
-    squeezed_of = {p: norm.squeeze_repeats(p) for p in pending}
+    # Every piece below is decided on its own, so their order does not matter.
+    pending = [p for p, r in resolved.items() if r is None]
+    # squeeze_repeats changes only pieces with a letter thrice in a row (few of them).
+    search_triple = _TRIPLE_LETTER.search
+    squeezed_of = {p: norm.squeeze_repeats(p) if search_triple(p) else p for p in pending}
     # d. typos: one bulk Jaro-Winkler call over every unknown piece.
     candidates = [p for p in pending if len(squeezed_of[p]) >= cfg.min_typo_len]
     queries = [squeezed_of[p] for p in candidates]
@@ -449,7 +456,7 @@ def _analyse_tokens(tokens: set[str], rules: RuleSet, pool_map=None) -> dict[str
         if len(words) > 1 or (words and words[0] != squeezed_of[piece]):
             # One- and two-letter pieces of a split are noise ('pukkelpop' is not 'p uk kel pop')
             # unless every piece is a lexicon word ('ukpunk').
-            if not all(w in rules.lexicon for w in words):
+            if not all(w in lexicon for w in words):
                 words = [w if len(w) >= 3 else "" for w in words]
             if _is_joined_name(words, rules):
                 continue  # stays unknown: a name ('soulwax'), not a description
@@ -630,19 +637,21 @@ def collapse(tags: Sequence[str], selected: SelectedTags | None = None,
         workers = 1
     token_lists = tag_tokens(tags)
     completions = rules.completions
+    completed = {last for _, last in completions}   # a cheap test first: most tags end otherwise
     for toks in token_lists:
-        if len(toks) >= 2 and (toks[-2], toks[-1]) in completions:
+        if len(toks) >= 2 and toks[-1] in completed and (toks[-2], toks[-1]) in completions:
             toks[-1] = completions[toks[-2], toks[-1]]
+    unique = set(chain.from_iterable(token_lists))
+    unique.discard(SEPARATOR)
     # In separated tags each token carries a mark, so that only they pay for telling names from
     # descriptors in their gaps; the other tags keep sharing one match result per reading.
-    in_parts: set[str] = set()
-    for k, toks in enumerate(token_lists):
-        if SEPARATOR in toks:
-            in_parts.update(toks)
-            token_lists[k] = [t if t == SEPARATOR else t + _IN_PARTS for t in toks]
+    separated = [k for k, toks in enumerate(token_lists) if SEPARATOR in toks]
+    in_parts = set(chain.from_iterable(token_lists[k] for k in separated))
     in_parts.discard(SEPARATOR)
-    unique = set(chain.from_iterable(token_lists)) - {SEPARATOR}
-    unique = {t[:-1] if t.endswith(_IN_PARTS) else t for t in unique}
+    marked = {t: t + _IN_PARTS for t in in_parts}   # one marked str per distinct token
+    for k in separated:
+        toks = token_lists[k]
+        token_lists[k] = list(map(marked.get, toks, toks))   # marked.get(t, t) per token, in C
     state = {"rules": rules, "token_lists": token_lists}
     pool = None
     try:
