@@ -174,6 +174,28 @@ def test_sqlite_bad_rows_named_and_skipped(tmp_path):
     assert "invalid UTF-8 in tag" in reasons and "tag rowid 9 is not in table tags" in reasons
 
 
+def test_sqlite_bad_track_ids_named_and_their_links_rejected(tmp_path):
+    db = make_msd_db(tmp_path / "t.db", ["rock", "pop"], ["TR1", " ", "T\x00R", "TR4", "TR5"],
+                     [(1, 1, 50.0), (2, 1, 50.0), (3, 2, 10.0), (4, 2, 20.0), (5, 1, 30.0), (5, 2, 40.0)])
+    con = sqlite3.connect(db)
+    con.execute("UPDATE tids SET tid = ? WHERE rowid = 4", (b"T\xffR",))  # invalid UTF-8: all tids come as bytes
+    con.commit()
+    con.close()
+    with pytest.raises(IngestError, match=r"t\.db: table tids, rowid 2: table tids: empty track id"):
+        read_tags(db)
+    res = read_tags(db, skip_bad=True)
+    rep = res.report
+    assert balanced(rep) and (rep.read, rep.kept, rep.rejected) == (2, 2, 0)
+    assert (rep.links_read, rep.links_kept, rep.links_rejected) == (6, 3, 3)
+    assert [(r.line, r.reason) for r in rep.rejects] == [
+        (2, "table tids: empty track id"), (3, "table tids: NUL byte in track id"),
+        (4, "table tids: invalid UTF-8 in tid at byte 1 (invalid start byte)"),
+        *((rowid, f"table tid_tag: links to rejected track (tids rowid {rowid})") for rowid in (2, 3, 4))]
+    assert res.track_tags.to_pylist() == [{"track_id": "TR1", "tag_id": 0, "weight": 50.0},
+                                          {"track_id": "TR5", "tag_id": 0, "weight": 30.0},
+                                          {"track_id": "TR5", "tag_id": 1, "weight": 40.0}]
+
+
 def test_not_a_database(tmp_path):
     src = write_bytes(tmp_path / "x.db", b"SQLite format 3\x00" + b"\x00" * 200)
     with pytest.raises(IngestError, match=r"x\.db"):
@@ -344,32 +366,38 @@ def test_aliases_keep_raw_forms_findable(tmp_path):
     assert res.tags.num_rows == 2
 
 
-def test_sqlite_bulk_and_row_by_row_readers_agree(tmp_path, monkeypatch):
+@pytest.mark.parametrize("gap", [False, True])
+def test_sqlite_bulk_and_row_by_row_readers_agree(tmp_path, monkeypatch, gap):
     """The ADBC bulk reader, in one batch or in many, and the sqlite3 row reader give the same
     tables, counts and rejects (in the same order: grouped by problem, not by batch), on a
-    database with merged tags, dangling links and rejected weights."""
-    path, _ = hostile.sqlite_bad_val(tmp_path / "lastfm_tags.db")
+    database with merged tags, dangling links and rejected weights. Rowids without a gap are
+    not read in bulk but counted; with a gap they are read."""
+    path, bad_val_rowids = hostile.sqlite_bad_val(tmp_path / "lastfm_tags.db")
     con = sqlite3.connect(path)
     con.execute("INSERT INTO tags VALUES ('ROCK')")          # merges with 'rock'
     con.execute("INSERT INTO tid_tag VALUES (1, 21, 55.0)")  # links to it
     con.execute("INSERT INTO tid_tag VALUES (1, 99, 5.0)")   # dangling tag rowid, in the last batch
+    if gap:
+        con.execute("DELETE FROM tid_tag WHERE rowid = 5")   # before the bad weights at 7 and 11
     con.commit()
     con.close()
+    n_links = 91 if gap else 92
     bulk = read_tags(path, skip_bad=True)
     sent = []
-    assert ing._links_in_bulk(path, sent.append, threading.Event()) == bulk.report.links_read == 92
-    assert len(sent) == 2 and sent[-1] is None  # one batch, then the end
+    assert ing._links_in_bulk(path, sent.append, threading.Event(), gap) == bulk.report.links_read == n_links
+    assert len(sent) == 2 and sent[-1] is None and ("rowid" in sent[0]) == gap  # one batch, then the end
     monkeypatch.setattr(ing, "LINK_BATCH_ROWS", 7)
     sent = []
-    assert ing._links_in_bulk(path, sent.append, threading.Event()) == 92 and len(sent) == 15
+    assert ing._links_in_bulk(path, sent.append, threading.Event(), gap) == n_links and len(sent) == -(-n_links // 7) + 1
     batched = read_tags(path, skip_bad=True)
-    monkeypatch.setattr(ing, "_links_in_bulk", lambda path, put, stop: put(None))
+    monkeypatch.setattr(ing, "_links_in_bulk", lambda path, put, stop, with_rowid: put(None))
     rows = read_tags(path, skip_bad=True)
     for other in (batched, rows):
         assert bulk.tags.equals(other.tags) and bulk.track_tags.equals(other.track_tags)
         assert bulk.aliases.equals(other.aliases)
         assert bulk.report.to_dict() == other.report.to_dict() and balanced(bulk.report)
     assert bulk.report.links_merged == 0 and bulk.report.links_rejected == 4
+    assert [r.line for r in bulk.report.rejects] == [n_links + gap, *bad_val_rowids]
     assert bulk.report.rejects[0].reason == "table tid_tag: tag rowid 99 is not in table tags"
 
 

@@ -35,7 +35,6 @@ from __future__ import annotations
 import csv
 import sqlite3
 import sys
-from array import array
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -178,6 +177,16 @@ class _Collector:
             self.counts[tag_id] += count
             self.report.merged += 1
         return tag_id
+
+    def add_all(self, tags: list[str | None]) -> list[int]:
+        """add(tag, 0) for each tag in order, in bulk; -1 for None (a rejected row)."""
+        ids, before = self.ids, len(self.ids)
+        tag_ids = [-1 if tag is None else ids.setdefault(tag, len(ids)) for tag in tags]
+        added = len(ids) - before
+        self.counts += [0] * added
+        self.report.kept += added
+        self.report.merged += len(tags) - tags.count(None) - added
+        return tag_ids
 
     def tags_table(self) -> pa.Table:
         return pa.table({
@@ -448,24 +457,28 @@ def _read_sqlite_rows(path: Path, con: sqlite3.Connection, col: _Collector) -> T
 
     n_links = con.execute("SELECT count(*) FROM tid_tag").fetchone()[0]
     col.report.links_read = n_links
+    first, last = (con.execute(f"SELECT {f}(rowid) FROM tid_tag").fetchone()[0] for f in ("min", "max"))
+    # Rowids without a gap, as in every real file: a row's rowid is the first one plus the
+    # row's position, so the bulk read leaves that column out (a quarter less to read and hold).
+    first_rowid = first if n_links and last - first + 1 == n_links else None
     # The links stream in bulk (C, without the GIL) while the tags are cleaned here; then each
     # batch is checked and packed into 12 bytes per link (read whole, as 4 x int64, the 9.1M
     # links of the MSD took 0.6 GB at once).
     batches: queue.SimpleQueue = queue.SimpleQueue()
     stop = threading.Event()
     with ThreadPoolExecutor(1) as pool:
-        bulk = pool.submit(_links_in_bulk, path, batches.put, stop) if n_links else None
+        bulk = pool.submit(_links_in_bulk, path, batches.put, stop, first_rowid is None) if n_links else None
         try:
             tag_of, track_of, track_ids = _read_sqlite_tables(path, con, col)
             if bulk is None:
                 return None
-            links = _LinkChecks(path, col, tag_of, track_of, n_links)
+            links = _LinkChecks(path, col, tag_of, track_of, n_links, first_rowid)
             while (batch := batches.get()) is not None:
                 links.add(batch)
             if bulk.result() != n_links:
                 # the driver is missing or refused a cell: start over row by row, to name the row
                 links = None
-                links = _LinkChecks(path, col, tag_of, track_of, n_links)
+                links = _LinkChecks(path, col, tag_of, track_of, n_links, first_rowid)
                 for batch in _links_row_by_row(path, con, col, n_links):
                     links.add(batch)
         finally:
@@ -477,41 +490,46 @@ def _read_sqlite_rows(path: Path, con: sqlite3.Connection, col: _Collector) -> T
 
 def _read_sqlite_tables(path: Path, con: sqlite3.Connection, col: _Collector) -> tuple:
     """Tables tags and tids: (tag rowid -> tag_id, tid rowid -> track, track ids), where a
-    rejected row maps to -1 and its track id is ''."""
-    tag_rowids, tag_ids = array("q"), array("q")
-    for rowid, value in _text_rows(con, "SELECT rowid, tag FROM tags ORDER BY rowid"):
-        col.report.read += 1
-        text, why = (value, "") if type(value) is str else _decode_cell(value, "tag")
-        tag = None
-        if text is not None:
-            tag, why = col.clean(text)
-        tag_rowids.append(rowid)
-        if tag is None:
-            col.bad(rowid, f"table tags: {why}", f"{path}: table tags, rowid {rowid}")
-            tag_ids.append(-1)
-        else:
-            tag_ids.append(col.add(tag, 0))
-    tid_rowids, tracks, track_ids = array("q"), array("q"), []
-    for rowid, value in _text_rows(con, "SELECT rowid, tid FROM tids ORDER BY rowid"):
+    rejected row maps to -1 and its track id is ''. List comprehensions, not a loop with
+    calls per row: this runs beside the links' bulk read, which buffers until it is done."""
+    rows = _text_rows(con, "SELECT rowid, tag FROM tags ORDER BY rowid")
+    col.report.read += len(rows)
+    clean = col.clean
+
+    def clean_cell(value) -> tuple[str | None, str]:  # a cell SQLite did not give as text
+        text, why = _decode_cell(value, "tag")
+        return (None, why) if text is None else clean(text)
+
+    cleaned = [clean(value) if type(value) is str else clean_cell(value) for _, value in rows]
+    for i in [i for i, (tag, _) in enumerate(cleaned) if tag is None]:
+        rowid = rows[i][0]
+        col.bad(rowid, f"table tags: {cleaned[i][1]}", f"{path}: table tags, rowid {rowid}")
+    tags = _RowidLookup([rowid for rowid, _ in rows], col.add_all([tag for tag, _ in cleaned]))
+    del rows, cleaned
+
+    rows = _text_rows(con, "SELECT rowid, tid FROM tids ORDER BY rowid")
+    track_ids = [value for _, value in rows]
+    tracks = np.arange(len(rows))
+    for i in [i for i, value in enumerate(track_ids) if type(value) is not str or not value.strip() or "\0" in value]:
+        rowid, value = rows[i]
         text, why = (value, "") if type(value) is str else _decode_cell(value, "tid")
-        if text is not None and (not text.strip() or "\0" in text):
-            text, why = None, "empty track id" if not text.strip() else "NUL byte in track id"
-        if text is None:
-            # Not a tag row, so not in read/kept; each of its links is rejected (and counted) below.
-            col.note(rowid, f"table tids: {why}", f"{path}: table tids, rowid {rowid}")
-        tid_rowids.append(rowid)
-        tracks.append(len(track_ids) if text is not None else -1)
-        track_ids.append(text if text is not None else "")
-    return (_RowidLookup(tag_rowids, tag_ids), _RowidLookup(tid_rowids, tracks),
-            pa.array(track_ids, pa.string()))
+        if text is not None and text.strip() and "\0" not in text:
+            track_ids[i] = text  # SQLite gave it as bytes (another cell is not UTF-8); it is fine
+            continue
+        if text is not None:
+            why = "empty track id" if not text.strip() else "NUL byte in track id"
+        # Not a tag row, so not in read/kept; each of its links is rejected (and counted) with the links.
+        col.note(rowid, f"table tids: {why}", f"{path}: table tids, rowid {rowid}")
+        track_ids[i], tracks[i] = "", -1
+    return tags, _RowidLookup([rowid for rowid, _ in rows], tracks), pa.array(track_ids, pa.string())
 
 
 class _RowidLookup:
     """A table's rowids -> a target per row (-1: the row was rejected); -2 for a rowid the
     table lacks (a dangling link)."""
 
-    def __init__(self, rowids: array, targets: array):
-        rowids, targets = np.frombuffer(rowids, np.int64), np.frombuffer(targets, np.int64)  # ascending rowids
+    def __init__(self, rowids, targets):
+        rowids, targets = np.asarray(rowids, np.int64), np.asarray(targets, np.int64)  # ascending rowids
         self.top = int(rowids[-1]) if len(rowids) else -1
         self.dense = bool(len(rowids)) and rowids[0] >= 0 and self.top <= 4 * len(rowids) + 1_000_000
         if self.dense:
@@ -548,12 +566,14 @@ class _LinkChecks:
     n_tags + tag_id and its weight (float32); a bad one is set aside and reported when the links
     are merged: grouped by LINK_PROBLEMS, in rowid order within each."""
 
-    def __init__(self, path: Path, col: _Collector, tag_of: _RowidLookup, track_of: _RowidLookup, n_links: int):
+    def __init__(self, path: Path, col: _Collector, tag_of: _RowidLookup, track_of: _RowidLookup, n_links: int,
+                 first_rowid: int | None):
         self.path, self.col, self.tag_of, self.track_of = path, col, tag_of, track_of
         self.n_tags = max(len(col.counts), 1)
         self.key = np.empty(n_links, dtype=np.int64)
         self.weight = np.empty(n_links, dtype=np.float32)
-        self.n = 0
+        self.n = 0  # links kept
+        self.first_rowid, self.seen = first_rowid, 0  # a batch without rowids: first_rowid + position
         self.bad: list[tuple[np.ndarray, dict[str, np.ndarray]]] = []  # (kind, columns) per batch
 
     def add(self, batch: dict[str, np.ndarray]) -> None:
@@ -566,7 +586,10 @@ class _LinkChecks:
             kind[problems[k]] = k  # the first problem that applies wins
         bad = kind < len(problems)
         if bad.any():
-            self.bad.append((kind[bad], {c: batch[c][bad] for c in LINK_COLUMNS}))
+            where = np.flatnonzero(bad)
+            rows = {c: batch[c][where] for c in LINK_COLUMNS[1:]}
+            rows["rowid"] = batch["rowid"][where] if "rowid" in batch else self.first_rowid + self.seen + where
+            self.bad.append((kind[where], rows))
             good = ~bad
             tag, track, val = tag[good], track[good], val[good]
         end = self.n + len(val)
@@ -575,6 +598,7 @@ class _LinkChecks:
         key += tag
         self.weight[self.n:end] = val
         self.n = end
+        self.seen += len(kind)
 
     def merged(self, track_ids: pa.Array) -> TrackLinks:
         if self.bad:
@@ -590,15 +614,21 @@ class _LinkChecks:
 
 
 LINK_COLUMNS = ("rowid", "tid", "tag", "val")
-LINK_QUERY = "SELECT rowid, tid, tag, val FROM tid_tag ORDER BY rowid"
+
+
+def _link_query(with_rowid: bool = True) -> str:
+    return f"SELECT {', '.join(LINK_COLUMNS if with_rowid else LINK_COLUMNS[1:])} FROM tid_tag ORDER BY rowid"
+
+
 # Rows per batch: few enough batches that NumPy's cost per call is nil, small enough (8 MB)
 # that the batches read ahead of the checks stay small.
 LINK_BATCH_ROWS = 1 << 18
 
 
-def _links_in_bulk(path: Path, put, stop) -> int | None:
-    """Sends tid_tag's rows to put() in batches of NumPy columns (LINK_COLUMNS), read by the ADBC
-    SQLite driver straight into Arrow (about 5x faster than sqlite3 rows), then None. Returns
+def _links_in_bulk(path: Path, put, stop, with_rowid: bool) -> int | None:
+    """Sends tid_tag's rows to put() in batches of NumPy columns (LINK_COLUMNS, rowid only if
+    `with_rowid`), read by the ADBC SQLite driver straight into Arrow (about 5x faster than
+    sqlite3 rows), then None. Returns
     the number of rows sent, or None when stopped, when the driver is missing or when it refuses
     a cell (ADBC refuses a text cell in an integer column): the row-by-row reader then names
     the row."""
@@ -609,7 +639,7 @@ def _links_in_bulk(path: Path, put, stop) -> int | None:
 
         with adbc.connect(path.resolve().as_uri() + "?mode=ro") as con, con.cursor() as cur:
             cur.adbc_statement.set_options(**{StatementOptions.BATCH_ROWS.value: str(LINK_BATCH_ROWS)})
-            cur.execute(LINK_QUERY)
+            cur.execute(_link_query(with_rowid))
             for batch in cur.fetch_record_batch():
                 columns = _numeric_columns(batch)
                 if columns is None or stop.is_set():
@@ -624,14 +654,14 @@ def _links_in_bulk(path: Path, put, stop) -> int | None:
 
 
 def _numeric_columns(batch: pa.RecordBatch) -> dict[str, np.ndarray] | None:
-    """A batch's columns as int64 (rowid, tid, tag) and float64 (val; NULL -> NaN, rejected with
-    the other bad weights), or None when a column holds anything else."""
-    ids = [batch.column(c) for c in LINK_COLUMNS[:3]]
+    """A batch's columns as int64 (rowid if there, tid, tag) and float64 (val; NULL -> NaN,
+    rejected with the other bad weights), or None when a column holds anything else."""
+    ids = {c: batch.column(c) for c in LINK_COLUMNS[:3] if c in batch.schema.names}
     val = batch.column("val")
-    if any(not pa.types.is_integer(a.type) or a.null_count for a in ids) or not (
+    if any(not pa.types.is_integer(a.type) or a.null_count for a in ids.values()) or not (
             pa.types.is_floating(val.type) or pa.types.is_integer(val.type)):
         return None
-    out = {c: a.to_numpy().astype(np.int64, copy=False) for c, a in zip(LINK_COLUMNS, ids)}
+    out = {c: a.to_numpy().astype(np.int64, copy=False) for c, a in ids.items()}
     val = val.cast(pa.float64())
     out["val"] = (val.fill_null(float("nan")) if val.null_count else val).to_numpy()
     return out
@@ -643,7 +673,7 @@ def _links_row_by_row(path: Path, con: sqlite3.Connection, col: _Collector, n_li
     from tqdm import tqdm
 
     dtype = [("rowid", "i8"), ("tid", "i8"), ("tag", "i8"), ("val", "f8")]
-    cur = con.execute(LINK_QUERY)
+    cur = con.execute(_link_query())
     with tqdm(total=n_links, desc="tid_tag rows", unit="row", file=sys.stderr,
               disable=n_links < 1_000_000) as bar:
         while rows := cur.fetchmany(200_000):
