@@ -154,8 +154,8 @@ def test_speed_table(jw_job, jw_expected, l2_job, capsys):
 def stage2_job(real_tags):
     """Stage II's real inputs for the 58,702 real tags: the segmentation tables and the pieces
     Stage II segments (tokens of every tag with joined words added: 'harddancemusic'), and the
-    token lists, relevance and reduced readings phrase matching walks, with the phrase tables
-    and the reference reading (_match_words as codes)."""
+    token lists and analysed tokens phrase matching reads, with the phrase tables and the
+    reference (reduced readings, _match_words as codes)."""
     from itertools import chain
 
     from tagfold.pipeline.selected import load_selected
@@ -169,16 +169,14 @@ def stage2_job(real_tags):
     joined = sorted({t.replace(" ", "") for t in real_tags if rules.stem_re.search(t.replace(" ", ""))})
     pieces = random.Random(2026).sample(joined, min(N_SEGMENT, len(joined)))
     analysed = C._analyse_tokens(unique, rules)
-    relevant = {tok for tok, words in analysed.items() if any(w in rules.lexicon for w, _ in words)}
-    reduced = {tok: tuple(wr if wr[0] in rules.lexicon else ("", "") for wr in words)
-               for tok, words in analysed.items()}
     target = {t: i * C._CODE_STRIDE for i, t in enumerate(rules.selected.tags)}
     rule = {r: i for i, r in enumerate(C.RULE_NAMES)}
 
     def reference(key):
         return [target[t] + rule[r] for t, r in C._match_words(key, rules)]
 
-    return tables, pieces, (token_lists, relevant, reduced, C._matcher_tables(rules), reference)
+    return tables, pieces, (token_lists, analysed, C._matcher_tables(rules),
+                            lambda: C._readings(analysed, set(), rules), reference)
 
 
 def _segment_all(tables, pieces, impl):
@@ -191,8 +189,8 @@ def _segment_all(tables, pieces, impl):
 def _match_all(loop_job, impl):
     from tagfold.native.stage2 import match_codes
 
-    token_lists, relevant, reduced, tables, reference = loop_job
-    return match_codes(token_lists, 0, len(token_lists), relevant, reduced, tables, reference, impl=impl)
+    token_lists, analysed, tables, readings, reference = loop_job
+    return match_codes(token_lists, 0, len(token_lists), analysed, "", tables, readings, reference, impl=impl)
 
 
 def bench_stage2_segment_native(benchmark, stage2_job):

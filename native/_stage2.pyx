@@ -397,17 +397,19 @@ cdef class PhraseMatcher:
         m = self._match(self.words, n)
         return [self.out_t[i] * self.stride + self.out_r[i] for i in range(m)]
 
-    def match_range(self, list token_lists, Py_ssize_t start, Py_ssize_t stop, relevant, dict reduced):
-        """(tag ids, codes) as int32 bytes, one item per code, for token_lists[start:stop]: a tag
-        none of whose tokens is in `relevant` is skipped, the others are read as the
-        concatenation of their tokens' `reduced` tuples of (word, rule) pairs."""
+    def match_range(self, list token_lists, Py_ssize_t start, Py_ssize_t stop, dict words, str mark):
+        """(tag ids, codes) as int32 bytes, one item per code, for token_lists[start:stop], each
+        tag read as the concatenation of its tokens' `words` ((word, rule) pairs; a token ending
+        in `mark` has its words under the token without it). Tags with no phrase word are
+        skipped. Every token must be in `words`."""
         cdef Py_ssize_t tag_id, i, k, m, n, n_toks, n_hits = 0, n_tokens = 0, n_encoded = 0
         cdef Py_ssize_t tok_cap = 0, enc_cap = 0, tag_cap = 0, hit_cap = 0
+        cdef Py_ssize_t mark_len = len(mark)
         cdef list toks
         cdef tuple part
         cdef bint hit
         cdef PyObject *found
-        # per distinct token: in `relevant`?, where its words are in `encoded` (-1: not yet)
+        # per distinct token: holds a phrase word?, where its words are in `encoded`
         cdef char *tok_relevant = NULL
         cdef Py_ssize_t *tok_start = NULL
         cdef Py_ssize_t *tok_len = NULL
@@ -416,8 +418,6 @@ cdef class PhraseMatcher:
         cdef int *hit_ids = NULL
         cdef int *hit_codes = NULL
         cdef Py_ssize_t cap
-        if not isinstance(relevant, (set, frozenset)):
-            raise TypeError(f"relevant: expected a set, got {type(relevant).__name__}")
         if not 0 <= start <= stop <= len(token_lists):
             raise ValueError(f"tag range {start}..{stop} is outside 0..{len(token_lists)}")
         index = {}
@@ -441,8 +441,17 @@ cdef class PhraseMatcher:
                         cap = tok_cap
                         tok_len = <Py_ssize_t *> _grown(tok_len, &cap, k + 1, sizeof(Py_ssize_t))
                         tok_cap = cap
-                        tok_relevant[k] = PySet_Contains(relevant, tok)
-                        tok_start[k] = -1
+                        if mark_len and isinstance(tok, str) and (<str> tok).endswith(mark):
+                            part = words[(<str> tok)[:len(<str> tok) - mark_len]]
+                        else:
+                            part = words[tok]
+                        encoded = <Word *> _grown(encoded, &enc_cap, n_encoded + len(part), sizeof(Word))
+                        tok_relevant[k] = False
+                        for m in range(len(part)):
+                            self._encode(part[m], &encoded[n_encoded + m])
+                            tok_relevant[k] = tok_relevant[k] or encoded[n_encoded + m].id >= 0
+                        tok_start[k], tok_len[k] = n_encoded, len(part)
+                        n_encoded += len(part)
                         index[tok] = k
                         n_tokens += 1
                     tag_toks[i] = k
@@ -451,15 +460,7 @@ cdef class PhraseMatcher:
                     continue
                 n = 0
                 for i in range(n_toks):
-                    k = tag_toks[i]
-                    if tok_start[k] < 0:
-                        part = reduced[<object> PyList_GET_ITEM(toks, i)]
-                        encoded = <Word *> _grown(encoded, &enc_cap, n_encoded + len(part), sizeof(Word))
-                        for m in range(len(part)):
-                            self._encode(part[m], &encoded[n_encoded + m])
-                        tok_start[k], tok_len[k] = n_encoded, len(part)
-                        n_encoded += len(part)
-                    n += tok_len[k]
+                    n += tok_len[tag_toks[i]]
                 self.words = <Word *> _grown(self.words, &self.words_cap, n, sizeof(Word))
                 n = 0
                 for i in range(n_toks):

@@ -4,14 +4,15 @@
 - ``segment``: split a joined token into words by minimum total cost (unigram Viterbi over
   a word -> cost table, a set of word prefixes that ends the walk early, and a cost per
   character no word covers). tagfold.pipeline.tags.normalize.Segmenter holds the tables.
-- ``match_codes``: phrase matching for a range of tags: skip tags with no relevant token,
-  read the rest as the concatenation of their tokens' reduced words, and match each reading
-  against the phrase tables. Native: PhraseMatcher (native/_stage2.pyx), built from the tables
-  the rule code hands over as plain data (tagfold.pipeline.tags.collapse._matcher_tables); it
-  encodes each distinct token once and matches every tag on arrays of ints. Reference: the
+- ``match_codes``: phrase matching for a range of tags: read each tag as the concatenation
+  of its tokens' words and match it against the phrase tables. Native: PhraseMatcher
+  (native/_stage2.pyx), built from the tables the rule code hands over as plain data
+  (tagfold.pipeline.tags.collapse._matcher_tables); it encodes each distinct token once,
+  skips tags without a phrase word and matches the others on arrays of ints. Reference: the
   rule code's own reading (collapse._match_words, the documented meaning; this package cannot
-  import it, imports flow from native to pipeline), called once per distinct reading
-  (match_tags_ref caches them: 522k tags cost ~200k-290k readings).
+  import it, imports flow from native to pipeline) on readings whose words that cannot matter
+  are reduced to gaps, once per distinct reading (match_tags_ref caches them: 522k tags cost
+  ~200k-290k readings).
 
 What a word costs and which phrase means what stays in the rule code's tables, so a rule
 table change needs no kernel change. Results are identical between the two implementations
@@ -92,22 +93,26 @@ def match_tags_ref(token_lists: Sequence[list[str]], start: int, stop: int, rele
     return hit_ids, hit_codes
 
 
-def match_codes(token_lists: list[list[str]], start: int, stop: int, relevant: set,
-                reduced: dict[str, tuple], tables: dict, reference: Callable[[tuple], list[int]],
+def match_codes(token_lists: list[list[str]], start: int, stop: int, words: dict[str, tuple], mark: str,
+                tables: dict, readings: Callable[[], tuple[set, dict]], reference: Callable[[tuple], list[int]],
                 impl: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(tag ids, codes), int32, one item per code of each tag of token_lists[start:stop], in
-    tag order: tags with no `relevant` token are skipped, the others read as the concatenation
-    of their tokens' `reduced` tuples of (word, rule) pairs. Native: a PhraseMatcher built from
-    `tables` (its constructor's arguments by name; native needs `token_lists` a list of lists,
-    `relevant` a set, the readings tuples). Reference: `reference(reading)`, once per distinct
-    reading, which the PhraseMatcher equals."""
+    tag order, each tag read as the concatenation of its tokens' `words` ((word, rule) pairs;
+    a token ending in `mark` has its words under the token without it; every token must be in
+    `words`). Native: a PhraseMatcher built from `tables` (its constructor's arguments by name)
+    reads the words itself and skips tags without a phrase word (needs `token_lists` a list of
+    lists, the words tuples). Reference: `readings()` gives (relevant, reduced): the tokens
+    holding a phrase word, and each token's words with those that cannot matter reduced to
+    gaps, so that tags differing only in them share one `reference(reading)` call, which the
+    PhraseMatcher equals."""
     if not 0 <= start <= stop <= len(token_lists):
         raise ValueError(f"tag range {start}..{stop} is outside 0..{len(token_lists)}")
     if resolve_impl(impl, native_module=STAGE2_EXTENSION) == "native":
         from tagfold.native._stage2 import PhraseMatcher
 
-        ids, codes = PhraseMatcher(**tables).match_range(token_lists, start, stop, relevant, reduced)
+        ids, codes = PhraseMatcher(**tables).match_range(token_lists, start, stop, words, mark)
         return np.frombuffer(ids, np.int32), np.frombuffer(codes, np.int32)
+    relevant, reduced = readings()
     hit_ids, hit_codes = match_tags_ref(token_lists, start, stop, relevant, reduced, {}, reference)
     # Per tag its (cached, shared) list of codes, expanded with numpy rather than extending two
     # lists per tag.

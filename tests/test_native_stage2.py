@@ -197,23 +197,40 @@ def load_rules(**config):
     return _ruleset(load_selected(), CollapseConfig(**config))
 
 
+ANALYSIS_RULES = ["exact", "typo", "form", "segmented", "decade", "unknown"]
+
+
 @st.composite
 def matching_job(draw, rules):
-    """Tags as token lists over a small vocabulary of tokens, each token read as real words."""
-    vocab = draw(st.lists(TEXT, min_size=1, max_size=15, unique=True))
-    reduced = {tok: draw(phrase_key(rules, max_runs=3)) for tok in vocab}
-    relevant = set(draw(st.lists(st.sampled_from(vocab), max_size=len(vocab))))
-    token_lists = draw(st.lists(st.lists(st.sampled_from(vocab), max_size=6), max_size=40))
-    return token_lists, relevant, reduced
+    """Tags as token lists over a small vocabulary of tokens, each token read as real words with
+    the rules token analysis gives them (collapse._analyse_tokens), the separator among them;
+    the tokens of separated tags marked as collapse() marks them."""
+    from tagfold.pipeline.tags.collapse import _IN_PARTS, SEPARATOR
+
+    vocab = draw(st.lists(TEXT.filter(lambda t: _IN_PARTS not in t and t != SEPARATOR), min_size=1, max_size=15,
+                          unique=True))
+    # a token's words hold no separator (tokenize yields no punctuation)
+    words = {tok: tuple((w, r if r in ANALYSIS_RULES else "exact")
+                        for w, r in draw(phrase_key(rules, max_runs=3)) if w != SEPARATOR)
+             for tok in vocab}
+    words[SEPARATOR] = ((SEPARATOR, "separator"),)
+    token_lists = draw(st.lists(st.lists(st.sampled_from(vocab + [SEPARATOR]), max_size=6), max_size=40))
+    in_parts = set()
+    for k, toks in enumerate(token_lists):
+        if SEPARATOR in toks:
+            in_parts.update(t for t in toks if t != SEPARATOR)
+            token_lists[k] = [t if t == SEPARATOR else t + _IN_PARTS for t in toks]
+    return token_lists, words, in_parts
 
 
-def codes_both(rules, token_lists, relevant, reduced, start=0, stop=None):
+def codes_both(rules, token_lists, words, in_parts, start=0, stop=None):
     from tagfold.native.stage2 import match_codes
-    from tagfold.pipeline.tags.collapse import _matcher_tables
+    from tagfold.pipeline.tags.collapse import _IN_PARTS, _matcher_tables, _readings
 
     stop = len(token_lists) if stop is None else stop
-    out = [match_codes(token_lists, start, stop, relevant, reduced, _matcher_tables(rules), _codes_of(rules),
-                       impl=impl) for impl in ("native", "ref")]
+    out = [match_codes(token_lists, start, stop, words, _IN_PARTS, _matcher_tables(rules),
+                       lambda: _readings(words, in_parts, rules), _codes_of(rules), impl=impl)
+           for impl in ("native", "ref")]
     for ids, codes in out:
         assert ids.dtype == codes.dtype == np.int32 and len(ids) == len(codes)
     return [(ids.tolist(), codes.tolist()) for ids, codes in out]
@@ -229,11 +246,11 @@ def test_match_codes_equals_reference(rules, data):
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data(), cut=st.integers(0, 40))
 def test_match_codes_does_not_depend_on_chunks(rules, data, cut):
-    token_lists, relevant, reduced = data.draw(matching_job(rules))
+    token_lists, words, in_parts = data.draw(matching_job(rules))
     cut = min(cut, len(token_lists))
-    whole = codes_both(rules, token_lists, relevant, reduced)[0]
-    a = codes_both(rules, token_lists, relevant, reduced, 0, cut)[0]
-    b = codes_both(rules, token_lists, relevant, reduced, cut, len(token_lists))[0]
+    whole = codes_both(rules, token_lists, words, in_parts)[0]
+    a = codes_both(rules, token_lists, words, in_parts, 0, cut)[0]
+    b = codes_both(rules, token_lists, words, in_parts, cut, len(token_lists))[0]
     assert (a[0] + b[0], a[1] + b[1]) == whole
 
 
@@ -243,16 +260,23 @@ def test_match_codes_refuses_bad_input(rules):
 
     tables, ref = _matcher_tables(rules), _codes_of(rules)
     rock = {"rock": (("rock", "exact"),)}
+
+    def native(token_lists, words, mark="\x00"):
+        return match_codes(token_lists, 0, len(token_lists), words, mark, tables, None, ref, impl="native")
+
     with pytest.raises(ValueError, match="outside"):
-        match_codes([["rock"]], 0, 2, set(), {}, tables, ref)
+        match_codes([["rock"]], 0, 2, rock, "", tables, None, ref)
     with pytest.raises(TypeError):
-        match_codes([("rock",)], 0, 1, {"rock"}, rock, tables, ref, impl="native")
-    with pytest.raises(TypeError, match="expected a set"):
-        match_codes([["rock"]], 0, 1, ["rock"], rock, tables, ref, impl="native")
+        native([("rock",)], rock)
     with pytest.raises(KeyError):
-        match_codes([["rock", "unknown"]], 0, 1, {"rock"}, rock, tables, ref, impl="native")
+        native([["rock", "unknown"]], rock)
+    with pytest.raises(KeyError):
+        native([["rock\x00"]], {"rock\x00": (("rock", "exact"),)})
     with pytest.raises(TypeError, match="pair of strings"):
-        match_codes([["rock"]], 0, 1, {"rock"}, {"rock": (("rock",),)}, tables, ref, impl="native")
+        native([["rock"]], {"rock": (("rock",),)})
+    # a token ending in the mark reads as the token without it; no mark: as itself
+    assert native([["rock\x00"]], rock)[1].tolist() == native([["rock"]], rock)[1].tolist() != []
+    assert native([["rock\x00"]], {"rock\x00": (("rock", "exact"),)}, mark="")[0].tolist() == [0]
 
 
 # ---------------------------------------------------------------- Stage II end to end

@@ -587,6 +587,30 @@ def _matcher_tables(rules: RuleSet) -> dict:
     }
 
 
+def _readings(analysed: dict[str, tuple], in_parts: set[str], rules: RuleSet) -> tuple[set, dict]:
+    """(relevant, reduced) for the reference matcher: the tokens holding a lexicon word (the
+    others let a tag skip matching), and each token's words with those that cannot matter
+    reduced to gaps, marked tokens (_IN_PARTS) included. _match_words reads a reduced reading
+    as the whole one; tags that differ only in gap words then share one result."""
+    lexicon, negators = rules.lexicon, rules.negators
+    relevant = {tok for tok, words in analysed.items() if any(w in lexicon for w, _ in words)}
+    relevant |= {tok + _IN_PARTS for tok in relevant & in_parts}
+    # Words outside the lexicon only matter as gaps between phrases, so tags that differ
+    # only in such words ('swiss metal', 'fresh metal') share one match result. In a
+    # separated tag the gap keeps one bit: whether the word describes music (a part
+    # holding a word that does not is a name or a title, see _match_words).
+    gap, name_gap = ("", ""), ("", _NAME_RULE)
+    descriptors = rules.descriptors
+    reduced = {tok: tuple(wr if wr[0] in lexicon or wr[0] in negators or wr[0] == SEPARATOR else gap
+                          for wr in words)
+               for tok, words in analysed.items()}
+    reduced.update((tok + _IN_PARTS, tuple(wr if wr[0] in lexicon or wr[0] in negators
+                                           else gap if wr[0] in descriptors or not wr[0] else name_gap
+                                           for wr in words))
+                   for tok, words in analysed.items() if tok in in_parts)
+    return relevant, reduced
+
+
 # Worker processes are forked and read the shared state below instead of receiving it pickled.
 # They run pure Python only: the Jaro-Winkler kernel (OpenMP) stays in the parent, because
 # an OpenMP runtime used before fork() can hang in the child.
@@ -606,13 +630,14 @@ def _match_range(bounds: tuple[int, int], state: dict | None = None):
     Codes index rules.selected.tags and RULE_NAMES, so workers send back numbers, not strings.
     """
     state = state or _FORK_STATE
-    rules, token_lists, relevant, reduced = state["rules"], state["token_lists"], state["relevant"], state["reduced"]
+    rules, analysed = state["rules"], state["analysed"]
     target_code = {t: i * _CODE_STRIDE for i, t in enumerate(rules.selected.tags)}
     rule_code = {r: i for i, r in enumerate(RULE_NAMES)}
     # Native: the compiled matcher built from the rule tables (tagfold.native.stage2); the
-    # reference reads each distinct reading with _match_words.
+    # reference reads each distinct reduced reading with _match_words.
     ids, codes = match_codes(
-        token_lists, bounds[0], bounds[1], relevant, reduced, _matcher_tables(rules),
+        state["token_lists"], bounds[0], bounds[1], analysed, _IN_PARTS, _matcher_tables(rules),
+        lambda: _readings(analysed, state["in_parts"], rules),
         lambda key: [target_code[t] + rule_code[r] for t, r in _match_words(key, rules)])
     return ids, (codes // _CODE_STRIDE).astype(np.int16), (codes % _CODE_STRIDE).astype(np.int8)
 
@@ -667,24 +692,7 @@ def collapse(tags: Sequence[str], selected: SelectedTags | None = None,
             pool_map = None
         analysed = _analyse_tokens(unique, rules, pool_map)
         analysed[SEPARATOR] = ((SEPARATOR, "separator"),)
-        lexicon, negators = rules.lexicon, rules.negators
-        # Tokens that can start no phrase let most tags skip matching altogether.
-        relevant = {tok for tok, words in analysed.items() if any(w in lexicon for w, _ in words)}
-        state["relevant"] = relevant | {tok + _IN_PARTS for tok in relevant & in_parts}
-        # Words outside the lexicon only matter as gaps between phrases, so tags that differ
-        # only in such words ('swiss metal', 'fresh metal') share one match result. In a
-        # separated tag the gap keeps one bit: whether the word describes music (a part
-        # holding a word that does not is a name or a title, see _match_words).
-        gap, name_gap = ("", ""), ("", _NAME_RULE)
-        descriptors = rules.descriptors
-        reduced = {tok: tuple(wr if wr[0] in lexicon or wr[0] in negators or wr[0] == SEPARATOR else gap
-                              for wr in words)
-                   for tok, words in analysed.items()}
-        reduced.update((tok + _IN_PARTS, tuple(wr if wr[0] in lexicon or wr[0] in negators
-                                               else gap if wr[0] in descriptors or not wr[0] else name_gap
-                                               for wr in words))
-                       for tok, words in analysed.items() if tok in in_parts)
-        state["reduced"] = reduced
+        state["analysed"], state["in_parts"] = analysed, in_parts
         if pool is not None:
             # The matching state exists only now: fork fresh workers that see it.
             pool.close()
