@@ -50,6 +50,7 @@ def test_any_unicode_equals_reference(tags):
     "é - b", "日本 - ロック", "ROCK - Pop", "80's - 90's", "'80s", "a & - & b", "x" * 255, "rock - " * 300,
     "a b" * 2500, "80 s " * 1000, "-" * 5000, "é" * 5000, "a - " + "é" * 300,
     "a - ! - b", "a - / - b - c", "! - b", "٨٠ s", "١٩٨٠-er", "８０ ｓ", "ΟΔΟΣ - ΑΣ", "İstanbul - x",
+    "a\ud800b", "ǅemal", "ﷺ rock", "K\u212a - x",
 ])
 def test_named_cases(tag):
     assert_same([tag])
