@@ -510,7 +510,8 @@ def _read_sqlite_tables(path: Path, con: sqlite3.Connection, col: _Collector) ->
     rows = _text_rows(con, "SELECT rowid, tid FROM tids ORDER BY rowid")
     track_ids = [value for _, value in rows]
     tracks = np.arange(len(rows))
-    for i in [i for i, value in enumerate(track_ids) if type(value) is not str or not value.strip() or "\0" in value]:
+    suspects = [i for i, value in enumerate(track_ids) if type(value) is not str or not value.strip() or "\0" in value]
+    for i in suspects:
         rowid, value = rows[i]
         text, why = (value, "") if type(value) is str else _decode_cell(value, "tid")
         if text is not None and text.strip() and "\0" not in text:
