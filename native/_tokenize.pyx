@@ -89,8 +89,10 @@ cdef struct Scratch:
 
 
 cdef int reserve(Scratch *s, Py_ssize_t n) except -1:
-    """Room for the passes over a text of n characters: '&' -> ' and ' at most quintuples it,
-    the other passes never make it longer than 1.5 times."""
+    """Room for the passes over a text of n characters: at most 5 characters come of one.
+    '&' -> ' and ' makes 1 character 5, "'n" -> ' n ' makes 2 characters 3, and these never
+    compound (' and ' holds no apostrophe, and its 'n' follows a letter); the decade pass
+    only shortens."""
     cdef Py_ssize_t need = 5 * n + 16
     cdef uchar *p
     if need <= s.size:
