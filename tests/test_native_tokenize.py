@@ -52,6 +52,7 @@ def test_any_unicode_equals_reference(tags):
     "a - ! - b", "a - / - b - c", "! - b", "٨٠ s", "١٩٨٠-er", "８０ ｓ", "ΟΔΟΣ - ΑΣ", "İstanbul - x",
     "a\ud800b", "ǅemal", "ﷺ rock", "K\u212a - x",
     "&" * 300, "'n" * 300, "n'" * 300, "&'n" * 200, "+ 'n' " * 100,   # the passes' longest outputs
+    "ro\x00ck", "x" * 100_000, "\u200b\u200d\u202e - \ufeff",   # what ingest refuses, and invisible marks
 ])
 def test_named_cases(tag):
     assert_same([tag])
