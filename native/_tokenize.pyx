@@ -30,6 +30,7 @@ cdef extern from "Python.h":
     object PyUnicode_FromKindAndData(int kind, const void *buffer, Py_ssize_t size)
     object PyUnicode_Substring(object text, Py_ssize_t start, Py_ssize_t end)
     object PyUnicode_New(Py_ssize_t size, Py_UCS4 maxchar)
+    void PyObject_GC_UnTrack(object o)
 
 ctypedef uint32_t uchar   # a code point (Py_UCS4 would make Cython treat it as a 1-char str)
 
@@ -469,7 +470,9 @@ cdef list tokens_with_separators(Scratch *s, str tag):
 
 def tag_tokens(list tags, object fallback):
     """[tokens of each tag] (a new list each), as collapse.tokens_with_separators reads it;
-    `fallback(tag)` (that reference) answers for anything that is not a str."""
+    `fallback(tag)` (that reference) answers for anything that is not a str. The lists made
+    here are not tracked by the cyclic GC (they hold only str), so that collections, where
+    GC is on, do not walk 522k of them again and again."""
     cdef Py_ssize_t k, count = PyList_GET_SIZE(tags)
     cdef bint dashed
     cdef list out = [None] * count
@@ -491,11 +494,13 @@ def tag_tokens(list tags, object fallback):
             else:
                 dashed = "-" in tag
             if dashed:
-                out[k] = tokens_with_separators(&s, tag)
+                tokens = tokens_with_separators(&s, tag)
             else:
                 tokens = []
                 tokenize_into(&s, tag, 0, PyUnicode_GET_LENGTH(tag), tokens)
-                out[k] = tokens
+            # A list of str can be in no reference cycle: the cyclic GC need never walk it.
+            PyObject_GC_UnTrack(tokens)
+            out[k] = tokens
         return out
     finally:
         free(s.a)
