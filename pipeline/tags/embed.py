@@ -515,7 +515,9 @@ def embed_collapse(tags: Sequence[str], stage2: pa.Table, selected: SelectedTags
     targets = np.concatenate([s2_targets, emb_targets])
     source = np.concatenate([np.zeros(len(stage2_ids), np.int8), np.ones(len(emb_ids), np.int8)])
     dist = np.concatenate([s2_dist, emb_dist])
-    order = np.lexsort((targets, ids))
+    # Rows by (tag_id, target): one stable sort of a combined key, which finds the Stage II
+    # rows already in order and merges the few embedding rows in (lexsort: ~10x the time).
+    order = np.argsort(ids.astype(np.int64) * max(len(selected), 1) + targets, kind="stable")
     ids, targets, source, dist = ids[order], targets[order], source[order], dist[order]
     table = pa.table({
         "tag_id": pa.array(ids, pa.int32()),
