@@ -37,8 +37,11 @@ from bench_memory import run_measured, tagfold
 SEED = 0
 FULL = {"tracks": 505_216, "tags": 522_366, "links": 9_117_607}
 SMALL = {"tracks": 4_000, "tags": 60_000, "links": 72_000}
-# Floors (asserted when timed) and the goals they fall short of, measured on the 2-core box.
-FLOORS = {"msd_total_s": 90.0, "msd_peak_gib": 3.0, "phrases_wall_s": 150.0}
+# Floors (asserted when timed) and the goals, on the 2-core box. The MSD job's: what it measures
+# plus a margin for a busy machine (2026-11-30, the box shared with other jobs, load 4-5: this
+# benchmark 20.7 s and 1.23 GiB; `tagfold pipeline` + `labels` by hand 25-28 s, pipeline main
+# 0.63 + side 0.63 GiB, labels 0.47 GiB, where the previous ingest and labels took 36 s, 2.2 GiB).
+FLOORS = {"msd_total_s": 30.0, "msd_peak_gib": 1.75, "phrases_wall_s": 150.0}
 GOALS = {"msd_total_s": 20.0, "msd_peak_gib": 2.0, "phrases_wall_s": 6.0}
 
 
