@@ -285,16 +285,13 @@ def categorize(tags: Sequence[str], config: CategorizeConfig = CategorizeConfig(
     # 2: digits
     has_digit = pc.match_substring_regex(raw, "[0-9]").to_numpy(zero_copy_only=False) & ~resolved
     digit_idx = np.flatnonzero(has_digit)
-    if len(digit_idx):
-        word = pc.extract_regex(pa.array([tags_list[i] for i in digit_idx], pa.string()),
-                                r"(?P<w>[\p{L}\p{N}\p{M}]*[0-9][\p{L}\p{N}\p{M}]*)")
-        digit_words = pc.struct_field(word, [0]).to_pylist()
-        category[digit_idx] = CATEGORIES.index("number")
-        method[digit_idx] = METHODS.index("digit")
-        score[digit_idx] = 1.0
-        resolved[digit_idx] = True
-    else:
-        digit_words = []
+    word = pc.extract_regex(raw.take(pa.array(digit_idx, pa.int64())),
+                            r"(?P<w>[\p{L}\p{N}\p{M}]*[0-9][\p{L}\p{N}\p{M}]*)")
+    digit_words = pc.struct_field(word, [0])
+    category[digit_idx] = CATEGORIES.index("number")
+    method[digit_idx] = METHODS.index("digit")
+    score[digit_idx] = 1.0
+    resolved[digit_idx] = True
 
     # 3: containment, junk entries excluded (found in the trie pass above)
     t, entry = (np.concatenate(part) for part in zip(*contains_best))
@@ -319,15 +316,19 @@ def categorize(tags: Sequence[str], config: CategorizeConfig = CategorizeConfig(
         hit = (best >= 0)[inverse]
         settle(left[hit], best[inverse][hit].astype(np.int64), "jaro_winkler", best_score[inverse][hit])
 
-    matched_text = np.asarray(entries.text + (None,), dtype=object)[np.where(matched >= 0, matched, len(entries.text))]
+    # matched: the entry's text, the digit word of a number tag, else null; built in Arrow
+    # (take, replace_with_mask) rather than through a Python string per tag.
+    matched_text = pa.array(entries.text, pa.string()).take(pa.array(matched, mask=matched < 0))
     if len(digit_idx):
-        matched_text[digit_idx] = digit_words
+        is_digit = np.zeros(n, dtype=bool)
+        is_digit[digit_idx] = True
+        matched_text = pc.replace_with_mask(matched_text, pa.array(is_digit), digit_words)
     return pa.table({
         "tag_id": pa.array(np.arange(n, dtype=np.int32)),
         "tag": raw,
         # take() builds the string columns in Arrow, not through 522k Python strings each.
         "category": pa.array(CATEGORIES, pa.string()).take(pa.array(category)),
-        "matched": pa.array(matched_text.tolist(), pa.string()),
+        "matched": matched_text,
         "method": pa.array(METHODS, pa.string()).take(pa.array(method)),
         "score": pa.array(score),
     }, schema=SCHEMA)
