@@ -292,9 +292,9 @@ class _KeyedLinks:
 
     def merged(self, report: IngestReport) -> TrackLinks:
         order = np.argsort(self.key)  # links with equal keys merge into one row: their order is moot
-        self.key = self.key[order]
         self.weight = self.weight[order]
         del order
+        self.key.sort()  # in place: the order of self.key[order], without a copy
         n_links = len(self.key)
         first = np.ones(n_links, dtype=bool)
         first[1:] = self.key[1:] != self.key[:-1]
@@ -306,8 +306,10 @@ class _KeyedLinks:
         del first
         report.links_kept = len(self.key)
         report.links_merged = n_links - len(self.key)
-        tag_id = (self.key % self.n_tags).astype(np.int32)
-        track = np.floor_divide(self.key, self.n_tags, out=self.key).astype(np.int32)  # in place, then halved
+        track, tag_id = np.empty(len(self.key), np.int32), np.empty(len(self.key), np.int32)
+        for start in range(0, len(self.key), ROW_GROUP_ROWS):  # no int64 temporary of every link
+            end = start + ROW_GROUP_ROWS
+            track[start:end], tag_id[start:end] = np.divmod(self.key[start:end], self.n_tags)
         self.key = None
         weight, self.weight = self.weight, None
         return TrackLinks(track, tag_id, weight, self.track_ids)
