@@ -1,6 +1,8 @@
-"""Stage II's compiled loops (native/_stage2.pyx) against their plain references (native/stage2.py):
-word segmentation and the cached per-tag matching loop, on real and generated tags (unicode,
-empty, very long), and Stage II's whole output with either implementation."""
+"""Stage II's compiled kernels (native/_stage2.pyx) against their plain references: word
+segmentation against native/stage2.py's segment_ref, and phrase matching (PhraseMatcher) against
+the rule code's own collapse._match_words, on generated readings of real lexicon words (unicode,
+empty, very long), on generated tag ranges, and as Stage II's whole output on every real tag,
+both generators' samples and a user's rules folder."""
 import random
 
 import numpy as np
@@ -153,10 +155,30 @@ def test_phrase_matcher_named_cases(matching):
              (("rock", "exact"), ("indie", "typo"), ("uk", "exact")),
              (("indie", "exact"), ("rock", "typo"), ("-", "separator"), ("iggy", "exact"), ("pop", "exact")),
              (("sad", "exact"), ("-", "separator"), ("", "name"), ("-", "separator"), ("jazz", "form")),
+             (("jazz", "exact"), ("", "name"), ("-", "separator"), ("sad", "exact")),
+             (("jazz", "exact"), ("", ""), ("-", "separator"), ("sad", "exact")),
              (("-", "separator"),), (("-", "separator"), ("-", "separator"), ("rock", "segmented"))]
     for key in cases:
         assert compiled(key) == reference(key), key
     assert compiled((("rock", "exact"),)) != []  # the cases are not all empty
+
+
+def test_phrase_matcher_on_small_tables():
+    """The constructor's contract on hand-made tables, for what the package's tables never
+    hold (a phrase of several words with the rule exact_rule, reported as phrase_rule)."""
+    from tagfold.native._stage2 import PhraseMatcher
+
+    exact, phrase, typo = 0, 1, 7
+    m = PhraseMatcher({("a",): ((0,), exact), ("a", "b"): ((1,), exact), ("b",): ((2,), 3), ("c", "d"): ((), -1)},
+                      {"not"}, {"a", "b"}, {"typo": typo}, [], n_targets=3, code_stride=16, exact_rule=exact,
+                      phrase_rule=phrase, compound_rule=2, separator="-", name_gap="name", pronoun="us",
+                      exact_word="exact")
+    assert m((("a", "exact"),)) == [0 * 16 + exact]
+    assert m((("a", "exact"), ("b", "exact"))) == [1 * 16 + phrase]
+    assert m((("a", "exact"), ("b", "typo"))) == [1 * 16 + typo]
+    assert m((("c", "exact"), ("d", "exact"), ("b", "exact"))) == [2 * 16 + 3]
+    assert m((("not", "exact"), ("a", "exact"), ("b", "exact"))) == []
+    assert m((("b", "exact"), ("-", "separator"), ("a", "exact"), ("x", "unknown"))) == [2 * 16 + 3]
 
 
 def test_phrase_matcher_long_keys(rules, matching):
