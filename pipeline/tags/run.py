@@ -186,9 +186,23 @@ class _SideStages:
         self.steps.start("stage3")
         result = self._result = embed_collapse(self.tags, stage2, self.selected, self.kv, self.config.embed,
                                                self._distances)
-        result.table = to_ingest_ids(result.table, self.tag_ids)
+        self._positions = result.table.column("tag_id")   # see for_pipe
+        table, result.table = to_ingest_ids(result.table, self.tag_ids), None   # the plot needs the rest
         self.steps.pause("stage3")
-        return result.table, result.fits, result.report
+        return table, result.fits, result.report
+
+    def for_pipe(self, name: str, value):
+        """A result as the side process sends it: the tables without their tag text, which the
+        main process has (it sent the tags; _SideProcess.get puts the text back). At 522k tags
+        that text and its pickled copy were up to ~250 MiB of this process; Stage III's rows
+        carry their tag's position in its place."""
+        if name == "stage1":
+            categories, png, shares = value
+            return categories.drop_columns(["tag"]), png, shares
+        if name == "stage3":
+            table, fits, report = value
+            return table.set_column(1, "tag", self._positions), fits, report
+        return value
 
     def stage3_png(self):
         """(stage3_distances.png bytes or None, seconds per step, this process's peak RSS in MiB):
@@ -255,10 +269,10 @@ def _side_main(conn, parent_end, side: _SideStages, parent_pid: int) -> None:
         if not inbox:
             return  # the main process stopped (it failed, and reports why)
         tags_table, track_tags = inbox[0]
-        outbox.put(("stage1", side.stage1(tags_table)))
+        outbox.put(("stage1", side.for_pipe("stage1", side.stage1(tags_table))))
         side.distances(tags_table, track_tags)
         stage2 = conn.recv()
-        outbox.put(("stage3", side.stage3(stage2)))
+        outbox.put(("stage3", side.for_pipe("stage3", side.stage3(stage2))))
         outbox.put(("stage3_png", side.stage3_png()))
     except EOFError:
         pass  # the main process stopped (it failed, and reports why)
@@ -298,6 +312,12 @@ class _SideProcess:
         except OSError:
             pass  # the side process already failed: its error message waits in the pipe
 
+    def send_tags(self, tags: pa.Table, links: pa.Table | None) -> None:
+        """The ingested tags (and the track links, or None) the side process starts from; their
+        text is also what get() puts back into the side process's tables (_SideStages.for_pipe)."""
+        self.tags = tags.column("tag")
+        self.send((tags, links))
+
     def _take(self) -> None:
         try:
             msg = self.conn.recv()
@@ -319,7 +339,14 @@ class _SideProcess:
         while name not in self.received:
             self._take()
         self.done.add(name)
-        return self.received.pop(name)
+        value = self.received.pop(name)
+        if name == "stage1":
+            categories, png, shares = value
+            return categories.add_column(1, "tag", self.tags), png, shares
+        if name == "stage3":
+            table, fits, report = value
+            return table.set_column(1, "tag", self.tags.take(table.column("tag"))), fits, report
+        return value
 
     def close(self) -> None:
         self.conn.close()
@@ -440,7 +467,7 @@ def _run_pipeline(out_dir: Path, config: PipelineConfig, side_process: bool | No
             # making and sending their table anyway would cost seconds and ~0.5 GB.
             links = ingested.track_tags if config.embed.vectors == "word2vec" else None
             if remote is not None:
-                remote.send((ingested.tags, links))
+                remote.send_tags(ingested.tags, links)
                 remote.check()
             else:
                 side.prepare()
