@@ -377,11 +377,12 @@ def test_sqlite_bulk_and_row_by_row_readers_agree(tmp_path, monkeypatch, gap):
     con.execute("INSERT INTO tags VALUES ('ROCK')")          # merges with 'rock'
     con.execute("INSERT INTO tid_tag VALUES (1, 21, 55.0)")  # links to it
     con.execute("INSERT INTO tid_tag VALUES (1, 99, 5.0)")   # dangling tag rowid, in the last batch
+    con.execute("INSERT INTO tid_tag VALUES (?, 1, 5.0)", (2**40,))  # dangling tid beyond int32
     if gap:
         con.execute("DELETE FROM tid_tag WHERE rowid = 5")   # before the bad weights at 7 and 11
     con.commit()
     con.close()
-    n_links = 91 if gap else 92
+    n_links = 92 if gap else 93
     bulk = read_tags(path, skip_bad=True)
     sent = []
     assert ing._links_in_bulk(path, sent.append, threading.Event(), gap) == bulk.report.links_read == n_links
@@ -396,9 +397,10 @@ def test_sqlite_bulk_and_row_by_row_readers_agree(tmp_path, monkeypatch, gap):
         assert bulk.tags.equals(other.tags) and bulk.track_tags.equals(other.track_tags)
         assert bulk.aliases.equals(other.aliases)
         assert bulk.report.to_dict() == other.report.to_dict() and balanced(bulk.report)
-    assert bulk.report.links_merged == 0 and bulk.report.links_rejected == 4
-    assert [r.line for r in bulk.report.rejects] == [n_links + gap, *bad_val_rowids]
-    assert bulk.report.rejects[0].reason == "table tid_tag: tag rowid 99 is not in table tags"
+    assert bulk.report.links_merged == 0 and bulk.report.links_rejected == 5
+    assert [r.line for r in bulk.report.rejects] == [n_links + gap - 1, n_links + gap, *bad_val_rowids]
+    assert [r.reason for r in bulk.report.rejects[:2]] == ["table tid_tag: tag rowid 99 is not in table tags",
+                                                           f"table tid_tag: tid rowid {2**40} is not in table tids"]
 
 
 @pytest.mark.parametrize("batch_rows", [ing.LINK_BATCH_ROWS, 1])
