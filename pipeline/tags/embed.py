@@ -291,6 +291,10 @@ class CandidateRules:
         return bool(toks) and not self.rule_words.intersection(toks) and not self._selected_word(" ".join(toks))
 
     @functools.cached_property
+    def rule_words_array(self) -> pa.Array:
+        return pa.array(sorted(self.rule_words), pa.string())
+
+    @functools.cached_property
     def _selected_word(self):
         return re.compile(self.pattern).search if self.pattern else (lambda _: None)
 
@@ -320,11 +324,23 @@ def stage3_candidates(tags: Sequence[str], selected: SelectedTags, tags_array: p
     # tag.lower() then holds too. That is most tags; the rest take the per-tag rule, which decides.
     arr = tags_array if tags_array is not None else pa.array(tags, pa.string())
     ruled_out = pc.match_substring_regex(arr, "[0-9]")
-    if rules.pattern and rules.pattern.isascii():
+    in_bulk = rules.pattern.isascii()
+    if rules.pattern and in_bulk:
         ruled_out = pc.or_(ruled_out, pc.match_substring_regex(pc.ascii_lower(arr), rules.pattern))
-    ruled_out = ruled_out.to_numpy(zero_copy_only=False)
+    left = np.flatnonzero(~ruled_out.to_numpy(zero_copy_only=False))
     out = np.zeros(len(tags), dtype=bool)
-    for i in np.flatnonzero(~ruled_out).tolist():
+    if in_bulk and len(left):
+        # Plain tags left (lowercase ASCII words and spaces) are their own tokens and hold no
+        # selected word: a candidate unless one of the words is a rule word, tested in bulk.
+        plain = pc.match_substring_regex(arr.take(pa.array(left)), "^[a-z ]*[a-z][a-z ]*$").to_numpy(
+            zero_copy_only=False)
+        words = pc.ascii_split_whitespace(arr.take(pa.array(left[plain])))
+        rule_word = pc.is_in(pc.list_flatten(words), value_set=rules.rule_words_array).to_numpy(zero_copy_only=False)
+        has_rule_word = np.zeros(int(plain.sum()), dtype=bool)
+        has_rule_word[pc.list_parent_indices(words).to_numpy()[rule_word]] = True
+        out[left[plain]] = ~has_rule_word
+        left = left[~plain]
+    for i in left.tolist():
         out[i] = rules.is_candidate(tags[i])
     return out
 
