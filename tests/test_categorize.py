@@ -174,6 +174,21 @@ def test_matches_reference_on_any_text(vocab, tags, containment, trie_chunk):
         assert g == pytest.approx(w), (g, w)
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 60).flatmap(lambda n: st.lists(
+    st.lists(st.integers(-2**61, 2**61), min_size=n, max_size=n) | st.lists(st.integers(-3, 40), min_size=n, max_size=n),
+    min_size=2, max_size=5)))
+def test_best_per_tag_is_the_lexsort_first_row_of_each_tag(columns):
+    """The packed single sort (and its fallback for key ranges past 63 bits) picks what a
+    lexsort over the keys, compared left to right, picks first for each tag."""
+    tag, *keys = (np.array(c, dtype=np.int64) for c in columns)
+    order = np.lexsort(tuple(reversed(keys)) + (tag,))
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = tag[order][1:] != tag[order][:-1]
+    got_tags, got_rows = cat._best_per_tag(tag, *keys)
+    assert got_tags.tolist() == tag[order][first].tolist() and got_rows.tolist() == order[first].tolist()
+
+
 # ---------------------------------------------------------------- all real tags
 
 def test_real_tags_consistency(real_tags, real_word):
