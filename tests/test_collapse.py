@@ -3,6 +3,7 @@ import random
 import shutil
 from importlib import resources
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -177,6 +178,13 @@ def test_result_does_not_depend_on_worker_count(real_tags):
     serial = collapse(sample, workers=1)
     parallel = collapse(sample, workers=2)
     assert serial.to_pylist() == parallel.to_pylist()
+
+
+def test_tags_given_as_an_arrow_column_give_the_same_rows(real_tags):
+    sample = real_tags[::20]
+    as_list = collapse(sample, workers=1)
+    for column in (pa.array(sample, pa.string()), pa.chunked_array([sample[:100], sample[100:]], pa.string())):
+        assert collapse(column, workers=1).equals(as_list)
 
 
 def test_cli_keeps_the_ingest_tag_ids(tmp_path):

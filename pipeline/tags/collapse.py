@@ -647,13 +647,19 @@ def _chunks(n: int, parts: int) -> list[tuple[int, int]]:
     return [(i, min(i + step, n)) for i in range(0, n, step)]
 
 
-def collapse(tags: Sequence[str], selected: SelectedTags | None = None,
+def collapse(tags: Sequence[str] | pa.Array | pa.ChunkedArray, selected: SelectedTags | None = None,
              config: CollapseConfig = CollapseConfig(), workers: int | None = None) -> pa.Table:
     """Stage II rows (tag_id, tag, target, rule), one per raw tag and target; tag_id = position.
+
+    `tags` may be an Arrow string array (the pipeline's tags column): the rows' tag column is then
+    taken from it rather than from a new Arrow copy of 522k Python strings.
 
     `workers` processes share the pure-Python steps (None: 2 for 100,000+ tags where fork()
     exists, else 1). The result never depends on it: every token and tag is read on its own.
     """
+    tag_column = tags if isinstance(tags, (pa.Array, pa.ChunkedArray)) else None
+    if tag_column is not None:
+        tags = tag_column.to_pylist()
     selected = selected or load_selected()
     rules = _ruleset(selected, config)
     if workers is None:
@@ -714,7 +720,7 @@ def collapse(tags: Sequence[str], selected: SelectedTags | None = None,
         pa.array(np.concatenate([p[2] for p in parts])), pa.array(RULE_NAMES, pa.string()))
     return pa.table({
         "tag_id": id_array,
-        "tag": pa.array(tags, pa.string()).take(id_array),
+        "tag": (pa.array(tags, pa.string()) if tag_column is None else tag_column).take(id_array),
         "target": targets,
         "rule": rule_names,
     }, schema=STAGE2_SCHEMA)

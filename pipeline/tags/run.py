@@ -459,7 +459,6 @@ def _run_pipeline(out_dir: Path, config: PipelineConfig, side_process: bool | No
             print(ingested.report.summary(), file=sys.stderr)
             if ingested.tags.num_rows == 0:
                 raise UserError(f"no usable tags: {ingested.report.summary()}")
-            tags = ingested.tags.column("tag").to_pylist()
             tag_ids = ingested.tags.column("tag_id").combine_chunks()
             steps.pause("ingest")
 
@@ -479,7 +478,7 @@ def _run_pipeline(out_dir: Path, config: PipelineConfig, side_process: bool | No
             _return_freed_memory()
 
             steps.start("stage2")
-            stage2 = collapse(tags, selected, config.collapse)
+            stage2 = collapse(ingested.tags.column("tag"), selected, config.collapse)
             # Stage III reads only these two columns of the Stage II rows. The side process
             # gets them at once, and finishes Stage III while the outputs are written here.
             stage2_rows = stage2.select(["tag_id", "target"])
