@@ -1,6 +1,7 @@
 """Tag ingest: every MSD Last.fm format, every kind of bad input, counts that add up."""
 import json
 import sqlite3
+import sys
 import threading
 
 import pyarrow.parquet as pq
@@ -414,3 +415,128 @@ def test_sqlite_text_in_a_number_column_is_named(tmp_path, monkeypatch, batch_ro
     res = read_tags(db, skip_bad=True)
     assert res.report.links_rejected == 1 and res.track_tags.to_pylist() == [
         {"track_id": "TR1", "tag_id": 0, "weight": 50.0}]
+
+
+# ---------------------------------------------------------------- bulk cleaning = the per-line reference
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from tagfold.pipeline.tags.vocab import WHITESPACE, normalize_tag, normalize_tags  # noqa: E402
+
+# What tag text can hold that normalisation cares about: every whitespace str.split() knows,
+# CR, NUL and other control characters, format characters (ZWSP, soft hyphen, BOM, bidi,
+# a plane-14 tag), cases that casefold differently from lower (ß, final sigma, dotted I, ligature),
+# compatibility forms (full width, Roman numeral, ¨ that NFKC turns into space + mark),
+# combining marks, Cyrillic, CJK; then any character at all.
+_ODD = (WHITESPACE + "\0\x01\x7f\u200b\u00ad\ufeff\u2067\U000E0041AZaz ßΣσςİıﬁＲｏⅫ\u00a8\u0301\u0327"
+        "éЖжあ漢\U0001F3B8")
+_TEXT = st.text(st.one_of(st.sampled_from(_ODD), st.characters(exclude_characters="\n")), max_size=12)
+
+
+@pytest.fixture(scope="module")
+def lines_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("bulk")
+
+
+def per_line(path, **kw):
+    """read_tags through the reference reader, a line at a time."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ing, "_read_lines_in_bulk", lambda path, col: False)
+        return outcome(path, **kw)
+
+
+def outcome(path, **kw):
+    """Everything read_tags gives (its error's text for a file it refuses)."""
+    try:
+        res = read_tags(path, "lines", **kw)
+    except IngestError as e:
+        return str(e)
+    assert res.track_tags is None and balanced(res.report)
+    return res.tags, res.aliases, res.report.to_dict()
+
+
+def assert_same(bulk, reference):
+    if isinstance(reference, str):
+        assert bulk == reference
+    else:
+        assert isinstance(bulk, tuple)
+        assert bulk[0].equals(reference[0]) and bulk[1].equals(reference[1]) and bulk[2] == reference[2]
+
+
+def test_whitespace_is_what_str_split_splits_on():
+    assert sorted(WHITESPACE) == [chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace()]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(_TEXT, st.text(max_size=12)), max_size=30), st.booleans())
+def test_normalize_tags_is_normalize_tag_for_each(texts, casefold):
+    """The bulk normaliser gives normalize_tag's tag for every text, whatever route it takes
+    (plain ASCII, casefolded together, or one at a time), line breaks and all."""
+    import pyarrow as pa
+
+    assert normalize_tags(pa.array(texts, pa.string()), casefold).to_pylist() == \
+        [normalize_tag(t, casefold) for t in texts]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(_TEXT, min_size=1, max_size=8), st.lists(st.integers(0, 7), max_size=40),
+       st.sampled_from(["\n", "\r\n"]), st.booleans(), st.booleans(), st.booleans(),
+       st.sampled_from([255, 3]), st.booleans())
+def test_bulk_lines_reader_is_the_per_line_reader(lines_dir, pool, picks, newline, bom, last_newline,
+                                                  skip_bad, max_len, casefold):
+    """Lines drawn from a small pool (so tags repeat and merge, raw forms repeat as aliases)
+    with odd whitespace, CR line ends, NUL, format characters, case, empty and over-long lines:
+    the same tags, aliases, counts, report and rejects (or the same error, naming the same
+    line) as the per-line reader."""
+    lines = [pool[i % len(pool)] for i in picks]
+    text = (newline.join(lines) + (newline if last_newline and lines else "")).encode()
+    path = write_bytes(lines_dir / "tags.txt", b"\xef\xbb\xbf" * bom + text + b"x" * (not text))
+    kw = dict(skip_bad=skip_bad, max_len=max_len, casefold=casefold)
+    assert_same(outcome(path, **kw), per_line(path, **kw))
+
+
+@pytest.mark.parametrize("data", [
+    b"\xef\xbb\xbf", b"\n", b"\r\n", b"a", b"A\r\na\na\r\nA\n", b"a\r\r\nA  b\r\n", b"\r\n\r\n",
+    b"ok\nro\x00ck\n\n" + b"x" * 300 + b"\n", b"rock\ncaf\xe9\nro\x00ck\n",  # the last is not UTF-8
+], ids=["bom only", "one empty line", "crlf empty", "no newline", "crlf aliases", "cr kept in alias",
+        "crlf blank lines", "rejects in order", "invalid utf-8"])
+@pytest.mark.parametrize("skip_bad", [False, True])
+def test_bulk_lines_reader_edge_cases(tmp_path, data, skip_bad):
+    path = write_bytes(tmp_path / "tags.txt", data)
+    assert_same(outcome(path, skip_bad=skip_bad), per_line(path, skip_bad=skip_bad))
+
+
+@pytest.mark.parametrize("casefold", [True, False])
+def test_bulk_lines_reader_on_the_real_tag_list(shared, casefold):
+    path = shared / "lastfm" / "tags.txt"
+    bulk = outcome(path, casefold=casefold)
+    assert_same(bulk, per_line(path, casefold=casefold))
+    assert len(bulk[1]) > 100  # the real list has raw forms that are aliases ('a  b', case)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.one_of(_TEXT, st.text(max_size=12)), max_size=12), st.booleans(), st.booleans())
+def test_sqlite_tag_column_cleaned_in_bulk_as_row_by_row(tmp_path_factory, tags, skip_bad, casefold):
+    """SQLite tags (which may hold line breaks) cleaned in bulk give what cleaning them a row
+    at a time gives: tags, aliases, links merged onto them, the report and the first error."""
+    db = tmp_path_factory.mktemp("db") / "lastfm_tags.db"
+    tags = tags + ["rock"]
+    make_msd_db(db, tags, ["TR1", "TR2"], [(1 + i % 2, 1 + i, 50.0) for i in range(len(tags))])
+
+    def run():
+        try:
+            res = read_tags(db, skip_bad=skip_bad, casefold=casefold)
+        except IngestError as e:
+            return str(e)
+        return res.tags, res.aliases, res.report.to_dict(), res.track_tags
+
+    bulk = run()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ing._Collector, "clean_all", lambda self, raws: self.clean_each(raws.to_pylist()))
+        reference = run()
+    if isinstance(reference, str):
+        assert bulk == reference
+    else:
+        assert_same(bulk[:3], reference[:3])
+        assert bulk[3].equals(reference[3])

@@ -42,7 +42,7 @@ from typing import NamedTuple
 import numpy as np
 import pyarrow as pa
 
-from tagfold.pipeline.tags.vocab import normalize_tag
+from tagfold.pipeline.tags.vocab import normalize_tag, normalize_tags
 from tagfold.pipeline.errors import UserError
 
 FORMATS = ("auto", "unique_tags", "sqlite", "lines", "csv")
@@ -136,6 +136,8 @@ class _Collector:
         self.ids: dict[str, int] = {}
         self.counts: list[int] = []
         self.aliases: dict[str, str] = {}  # raw text -> normalised tag, where they differ
+        # (tags, aliases table) where clean_all took the whole tag column instead of ids / aliases
+        self.bulk: tuple[pa.Array, pa.Table] | None = None
 
     def note(self, line: int, reason: str, where: str | None = None) -> None:
         """Raise for a bad row, or with skip_bad keep its details (the caller counts it)."""
@@ -188,14 +190,64 @@ class _Collector:
         self.report.merged += len(tags) - tags.count(None) - added
         return tag_ids
 
+    def clean_each(self, raws: list, clean=None) -> tuple[list[int], list[tuple[int, str]]]:
+        """clean_all a row at a time, with `clean` (default: self.clean) for each raw value:
+        the reference for clean_all."""
+        cleaned = list(map(clean or self.clean, raws))
+        rejected = [(i, why) for i, (tag, why) in enumerate(cleaned) if tag is None]
+        return self.add_all([tag for tag, _ in cleaned]), rejected
+
+    def clean_all(self, raws: pa.Array) -> tuple[np.ndarray, list[tuple[int, str]]]:
+        """clean() and add_all() for a whole column of raw texts (a pyarrow string array) into
+        this still empty collector, in bulk, with the same tags, ids, counts (0) and aliases:
+        (each text's tag_id, -1 where rejected; (position, why) of each rejected text, in order,
+        for the caller to report)."""
+        import pyarrow.compute as pc
+
+        assert not self.ids and self.bulk is None, "clean_all takes the whole tag column"
+        tags = normalize_tags(raws, self.config.casefold)
+        length = pc.utf8_length(tags).to_numpy()
+        # what clean() checks, in its order: the first that applies is the reason
+        why = np.zeros(len(raws), np.int8)
+        why[length > self.config.max_len] = 3
+        why[length == 0] = 2
+        why[pc.match_substring(raws, "\0").to_numpy(zero_copy_only=False)] = 1
+        rejected = [(int(i), "NUL byte in tag" if why[i] == 1 else "empty tag" if why[i] == 2 else
+                     f"tag of {length[i]:,} characters exceeds max_len={self.config.max_len}")
+                    for i in np.flatnonzero(why)]
+        good = why == 0
+        kept = pc.dictionary_encode(tags.filter(good) if rejected else tags)  # ids by first appearance
+        tag_ids = np.full(len(raws), -1, np.int64)
+        tag_ids[good] = kept.indices.to_numpy()
+        self.counts = np.zeros(len(kept.dictionary), np.int64)
+        self.report.kept += len(kept.dictionary)
+        self.report.merged += int(good.sum()) - len(kept.dictionary)
+        # aliases: a kept raw text that differs from its tag (a CRLF line end is not part of
+        # the text), each raw text once, at its first appearance
+        at = np.flatnonzero(good & ~pc.equal(tags, raws).to_numpy(zero_copy_only=False))
+        alias = raws.take(at)
+        if pc.any(pc.ends_with(alias, "\r")).as_py():
+            alias = pc.replace_substring_regex(alias, "\r$", "")
+            differ = pc.not_equal(alias, tags.take(at)).to_numpy(zero_copy_only=False)
+            alias, at = alias.filter(differ), at[differ]
+        alias = pc.dictionary_encode(alias)
+        first = np.unique(alias.indices.to_numpy(), return_index=True)[1]
+        self.bulk = kept.dictionary.cast(pa.string()), pa.table({
+            "alias": alias.dictionary.cast(pa.string()),
+            "tag_id": pa.array(tag_ids[at[first]].astype(np.int32)),
+        }, schema=ALIASES_SCHEMA)
+        return tag_ids, rejected
+
     def tags_table(self) -> pa.Table:
         return pa.table({
             "tag_id": pa.array(np.arange(len(self.counts), dtype=np.int32)),
-            "tag": pa.array(list(self.ids), pa.string()),
+            "tag": pa.array(list(self.ids), pa.string()) if self.bulk is None else self.bulk[0],
             "count": pa.array(self.counts, pa.int64()),
         }, schema=TAGS_SCHEMA)
 
     def aliases_table(self) -> pa.Table:
+        if self.bulk is not None:
+            return self.bulk[1]
         return pa.table({
             "alias": pa.array(list(self.aliases), pa.string()),
             "tag_id": pa.array([self.ids[t] for t in self.aliases.values()], pa.int32()),
@@ -250,7 +302,43 @@ def _read_unique_tags(path: Path, col: _Collector) -> None:
         col.add(tag, count)
 
 
+def _lines_array(path: Path) -> pa.Array | None:
+    """The file's lines as _text_lines splits them, as one Arrow array (no Python string per
+    line), or None when the file is not valid UTF-8 (_text_lines then names each bad line)."""
+    data = path.read_bytes()
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    ends = np.flatnonzero(np.frombuffer(data, np.uint8) == ord("\n"))
+    if data and not data.endswith(b"\n"):
+        ends = np.append(ends, len(data))  # the last line has no newline
+    text = data.replace(b"\n", b"")
+    kind, width = (pa.string(), np.int32) if len(text) < 2**31 else (pa.large_string(), np.int64)
+    offsets = np.zeros(len(ends) + 1, width)
+    offsets[1:] = ends - np.arange(len(ends))  # each line's end in the text without its newlines
+    lines = pa.Array.from_buffers(kind, len(ends), [None, pa.py_buffer(offsets), pa.py_buffer(text)])
+    try:
+        lines.validate(full=True)  # UTF-8
+    except pa.ArrowInvalid:
+        return None
+    return lines
+
+
+def _read_lines_in_bulk(path: Path, col: _Collector) -> bool:
+    """_read_lines over the whole file at once (Collector.clean_all); False, having read
+    nothing, for a file that is not valid UTF-8."""
+    lines = _lines_array(path)
+    if lines is None:
+        return False
+    col.report.read += len(lines)
+    tag_ids, rejected = col.clean_all(lines)
+    for i, why in rejected:
+        col.bad(i + 1, why)
+    col.counts = np.bincount(tag_ids[tag_ids >= 0], minlength=len(col.counts))
+    return True
+
+
 def _read_lines(path: Path, col: _Collector) -> None:
+    """The reference reader, a line at a time (_read_lines_in_bulk gives the same result)."""
     for lineno, line in enumerate(_text_lines(path, col), start=1):
         if line is None:
             continue
@@ -492,22 +580,27 @@ def _read_sqlite_rows(path: Path, con: sqlite3.Connection, col: _Collector) -> T
 
 def _read_sqlite_tables(path: Path, con: sqlite3.Connection, col: _Collector) -> tuple:
     """Tables tags and tids: (tag rowid -> tag_id, tid rowid -> track, track ids), where a
-    rejected row maps to -1 and its track id is ''. List comprehensions, not a loop with
-    calls per row: this runs beside the links' bulk read, which buffers until it is done."""
+    rejected row maps to -1 and its track id is ''. Tags cleaned in bulk, track ids by list
+    comprehensions: this runs beside the links' bulk read, which buffers until it is done."""
     rows = _text_rows(con, "SELECT rowid, tag FROM tags ORDER BY rowid")
     col.report.read += len(rows)
-    clean = col.clean
+    values = [value for _, value in rows]
+    if set(map(type, values)) <= {str}:  # SQLite decoded every cell: all cleaned at once
+        tag_ids, rejected = col.clean_all(pa.array(values, pa.string()))
+    else:  # some cell is not text or not UTF-8: a row at a time, to name it
+        def clean_cell(value) -> tuple[str | None, str]:
+            if type(value) is str:
+                return col.clean(value)
+            text, why = _decode_cell(value, "tag")
+            return (None, why) if text is None else col.clean(text)
 
-    def clean_cell(value) -> tuple[str | None, str]:  # a cell SQLite did not give as text
-        text, why = _decode_cell(value, "tag")
-        return (None, why) if text is None else clean(text)
-
-    cleaned = [clean(value) if type(value) is str else clean_cell(value) for _, value in rows]
-    for i in [i for i, (tag, _) in enumerate(cleaned) if tag is None]:
+        tag_ids, rejected = col.clean_each(values, clean_cell)
+    del values
+    for i, why in rejected:
         rowid = rows[i][0]
-        col.bad(rowid, f"table tags: {cleaned[i][1]}", f"{path}: table tags, rowid {rowid}")
-    tags = _RowidLookup([rowid for rowid, _ in rows], col.add_all([tag for tag, _ in cleaned]))
-    del rows, cleaned
+        col.bad(rowid, f"table tags: {why}", f"{path}: table tags, rowid {rowid}")
+    tags = _RowidLookup([rowid for rowid, _ in rows], tag_ids)
+    del rows
 
     rows = _text_rows(con, "SELECT rowid, tid FROM tids ORDER BY rowid")
     track_ids = [value for _, value in rows]
@@ -736,7 +829,8 @@ def read_tags(path: str | Path, fmt: str = "auto", *, skip_bad: bool = False, ma
     if resolved == "unique_tags":
         _read_unique_tags(path, col)
     elif resolved == "lines":
-        _read_lines(path, col)
+        if not _read_lines_in_bulk(path, col):
+            _read_lines(path, col)
     elif resolved == "csv":
         links = _read_csv(path, col)
     else:
