@@ -1,82 +1,193 @@
 # cython: language_level=3, boundscheck=False, wraparound=False
-"""Stage II's inner loops, compiled: word segmentation (unigram Viterbi) and phrase matching
-(PhraseMatcher: every tag's word sequence against the phrase tables, which come from the rule
-code's RuleSet as plain data, so a rule table change needs no kernel change).
+"""Stage II's inner loops, compiled: word segmentation (TrieSegmenter: unigram Viterbi over a
+trie of the words) and phrase matching (PhraseMatcher: every tag's word sequence against the
+phrase tables, which come from the rule code's RuleSet as plain data, so a rule table change
+needs no kernel change).
 
-Plain references: native/stage2.py's segment_ref, and for PhraseMatcher the rule code's own
-_match_words (tagfold.pipeline.tags.collapse, the documented meaning) called once per
-distinct reading by native/stage2.py's match_tags_ref; tests hold each pair equal.
+Plain references: native/stage2.py's segment_ref for TrieSegmenter, and for PhraseMatcher the
+rule code's own _match_words (tagfold.pipeline.tags.collapse, the documented meaning) called
+once per distinct reading by native/stage2.py's match_tags_ref; tests hold each pair equal.
 """
 from cpython.dict cimport PyDict_GetItem
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.object cimport PyObject
 from cpython.set cimport PySet_Contains
 from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
+from cpython.unicode cimport PyUnicode_DATA, PyUnicode_GET_LENGTH, PyUnicode_KIND, PyUnicode_READ
 from libc.math cimport INFINITY
-from libc.stdlib cimport free, malloc, realloc
+from libc.stdint cimport INT32_MAX, int32_t, uint32_t, uint64_t
+from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memcpy, memset
 
 from itertools import accumulate
 
 
-def segment(str token, dict cost, object prefixes, double unknown_char_cost, Py_ssize_t max_word_len):
-    """Words of `token` by minimum total cost; the same dynamic programme, the same float
-    additions and comparisons in the same order as segment_ref, so ties break alike."""
-    cdef Py_ssize_t n = len(token), start, end, stop, k
-    cdef double here, w
-    cdef double *best = <double *> malloc((n + 1) * sizeof(double))
-    cdef Py_ssize_t *back = <Py_ssize_t *> malloc((n + 1) * sizeof(Py_ssize_t))
-    cdef char *is_word = <char *> malloc(n + 1)
-    cdef PyObject *found
-    cdef bint prefix_set = isinstance(prefixes, (set, frozenset))
-    if best == NULL or back == NULL or is_word == NULL:
-        free(best); free(back); free(is_word)
-        raise MemoryError()
-    try:
-        best[0] = 0.0
-        for k in range(n + 1):
-            if k:
-                best[k] = INFINITY
-            back[k] = 0
-            is_word[k] = 0
-        for start in range(n):
-            here = best[start]
-            if here == INFINITY:
-                continue
-            if here + unknown_char_cost < best[start + 1]:
-                best[start + 1] = here + unknown_char_cost
-                back[start + 1] = start
-                is_word[start + 1] = 0
-            stop = start + max_word_len
-            if stop > n:
-                stop = n
-            for end in range(start + 1, stop + 1):
-                piece = token[start:end]
-                if prefix_set:
-                    if not PySet_Contains(prefixes, piece):
-                        break
-                elif piece not in prefixes:
-                    break
-                found = PyDict_GetItem(cost, piece)
-                if found != NULL:
-                    w = <double> <object> found
-                    if here + w < best[end]:
-                        best[end] = here + w
-                        back[end] = start
-                        is_word[end] = 1
-        words = []
-        end = n
-        while end > 0:
-            start = back[end]
-            if is_word[end]:
-                words.append(token[start:end])
-            end = start
-        words.reverse()
-        return words
-    finally:
-        free(best)
-        free(back)
-        free(is_word)
+# ---------------------------------------------------------------------------------------------
+# word segmentation
+
+# One edge of the word trie, in an open-addressing hash table keyed by (parent node, character):
+# a walk step is one probe, not a new substring hashed and looked up in a dict and a set.
+cdef struct Edge:
+    uint64_t key     # (parent node << 21 | code point) + 1; 0 marks a free slot
+    double cost      # the cost of the word the walk has spelt here; INFINITY when it is none
+    int32_t child    # the node the edge leads to
+
+cdef struct Step:   # the dynamic programme's state at one position of the token
+    double best
+    Py_ssize_t back
+    char is_word
+
+
+cdef inline uint64_t _edge_key(int32_t node, uint32_t c) noexcept:
+    return ((<uint64_t> node) << 21 | c) + 1     # code points are at most 0x10FFFF < 2**21
+
+
+cdef inline Py_ssize_t _slot(uint64_t key, Py_ssize_t mask) noexcept:
+    # murmur3's finaliser: neighbouring keys (one parent's children) land far apart
+    key ^= key >> 33
+    key *= 0xff51afd7ed558ccdULL
+    key ^= key >> 33
+    return <Py_ssize_t> (key & <uint64_t> mask)
+
+
+cdef class TrieSegmenter:
+    """Split a token into words by minimum total cost: segment_ref (native/stage2.py) with
+    prefixes = word_prefixes(cost, max_word_len), built once from `cost` (a mapping of str
+    words to costs); each walk step is one hash probe, not a new substring looked up in a set
+    and a dict.
+
+    The trie holds the first max_word_len characters of every word of `cost`, so its nodes
+    are exactly those prefixes (the walk goes on while it finds an edge) and a word no longer
+    than max_word_len puts its cost on its last edge. A piece that is no word costs INFINITY:
+    here + INFINITY (INFINITY or NaN) never improves a position, as a missing word never does
+    in segment_ref. Calls make the same float additions and comparisons in the same order, so
+    ties break alike.
+    """
+    cdef Edge *edges
+    cdef Py_ssize_t mask, n_edges
+    cdef double unknown_char_cost
+    cdef Py_ssize_t max_word_len
+
+    def __cinit__(self, cost, double unknown_char_cost, Py_ssize_t max_word_len):
+        cdef Py_ssize_t size = 1024, i, n, j = 0
+        cdef int32_t node
+        cdef int kind
+        cdef void *data
+        cdef str word
+        self.unknown_char_cost = unknown_char_cost
+        self.max_word_len = max_word_len
+        while size < 4 * len(cost):        # ~2.5 prefixes per word in the package's tables
+            size *= 2
+        self.edges = <Edge *> calloc(size, sizeof(Edge))
+        if self.edges == NULL:
+            raise MemoryError()
+        self.mask = size - 1
+        for word, w in cost.items():
+            n = PyUnicode_GET_LENGTH(word)
+            if n > max_word_len:
+                n = max(max_word_len, 0)
+            kind, data = PyUnicode_KIND(word), PyUnicode_DATA(word)
+            node = 0
+            for i in range(n):
+                j = self._edge(node, <uint32_t> PyUnicode_READ(kind, data, i))
+                node = self.edges[j].child
+            if n and n == PyUnicode_GET_LENGTH(word):
+                self.edges[j].cost = w
+
+    def __dealloc__(self):
+        free(self.edges)
+
+    cdef Py_ssize_t _edge(self, int32_t node, uint32_t c) except -1:
+        """The slot of the edge (node, c), added (leading to a new node) when missing."""
+        cdef uint64_t key = _edge_key(node, c)
+        cdef Py_ssize_t j = _slot(key, self.mask)
+        while self.edges[j].key != 0:
+            if self.edges[j].key == key:
+                return j
+            j = (j + 1) & self.mask
+        if 2 * (self.n_edges + 1) > self.mask + 1:     # keep the table at most half full
+            self._grow()
+            return self._edge(node, c)
+        if self.n_edges + 1 >= INT32_MAX:
+            raise MemoryError("segmentation trie: too many nodes")
+        self.n_edges += 1
+        self.edges[j].key = key
+        self.edges[j].cost = INFINITY
+        self.edges[j].child = <int32_t> self.n_edges   # node 0 is the root
+        return j
+
+    cdef int _grow(self) except -1:
+        cdef Py_ssize_t old_size = self.mask + 1, i, j
+        cdef Edge *old = self.edges
+        cdef Edge *edges = <Edge *> calloc(2 * old_size, sizeof(Edge))
+        if edges == NULL:
+            raise MemoryError()
+        self.edges, self.mask = edges, 2 * old_size - 1
+        for i in range(old_size):
+            if old[i].key != 0:
+                j = _slot(old[i].key, self.mask)
+                while edges[j].key != 0:
+                    j = (j + 1) & self.mask
+                edges[j] = old[i]
+        free(old)
+        return 0
+
+    def __call__(self, str token):
+        """Words of `token` in order; characters not covered by any word are left out."""
+        cdef Py_ssize_t n = PyUnicode_GET_LENGTH(token), start, end, stop, j
+        cdef int kind = PyUnicode_KIND(token)
+        cdef void *data = PyUnicode_DATA(token)
+        cdef double here, w
+        cdef uint64_t key
+        cdef int32_t node
+        cdef Edge *edges = self.edges
+        cdef Py_ssize_t mask = self.mask
+        cdef Step *steps = <Step *> malloc((n + 1) * sizeof(Step))
+        if steps == NULL:
+            raise MemoryError()
+        try:
+            for j in range(n + 1):
+                steps[j].best = INFINITY
+                steps[j].back = 0
+                steps[j].is_word = 0
+            steps[0].best = 0.0
+            for start in range(n):
+                here = steps[start].best
+                if here == INFINITY:
+                    continue
+                # one uncovered character
+                if here + self.unknown_char_cost < steps[start + 1].best:
+                    steps[start + 1].best = here + self.unknown_char_cost
+                    steps[start + 1].back = start
+                    steps[start + 1].is_word = 0
+                stop = start + self.max_word_len
+                if stop > n:
+                    stop = n
+                node = 0
+                for end in range(start + 1, stop + 1):
+                    key = _edge_key(node, <uint32_t> PyUnicode_READ(kind, data, end - 1))
+                    j = _slot(key, mask)
+                    while edges[j].key != key and edges[j].key != 0:
+                        j = (j + 1) & mask
+                    if edges[j].key == 0:
+                        break        # no word starts with token[start:end]
+                    w = edges[j].cost
+                    if here + w < steps[end].best:
+                        steps[end].best = here + w
+                        steps[end].back = start
+                        steps[end].is_word = 1
+                    node = edges[j].child
+            words = []
+            end = n
+            while end > 0:
+                start = steps[end].back
+                if steps[end].is_word:
+                    words.append(token[start:end])
+                end = start
+            words.reverse()
+            return words
+        finally:
+            free(steps)
 
 
 # ---------------------------------------------------------------------------------------------

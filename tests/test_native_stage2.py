@@ -1,8 +1,10 @@
 """Stage II's compiled kernels (native/_stage2.pyx) against their plain references: word
-segmentation against native/stage2.py's segment_ref, and phrase matching (PhraseMatcher) against
-the rule code's own collapse._match_words, on generated readings of real lexicon words (unicode,
-empty, very long), on generated tag ranges, and as Stage II's whole output on every real tag,
-both generators' samples and a user's rules folder."""
+segmentation (TrieSegmenter) against native/stage2.py's segment_ref on the real and generated
+tables, and phrase matching (PhraseMatcher) against the rule code's own collapse._match_words,
+on generated readings of real lexicon words (unicode, empty, very long), on generated tag
+ranges, and as Stage II's whole output on every real tag, both generators' samples and a user's
+rules folder."""
+import math
 import random
 
 import numpy as np
@@ -11,62 +13,101 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tagfold.native import dispatch
-from tagfold.native.stage2 import STAGE2_EXTENSION, segment_ref, segmenter
+from tagfold.native.stage2 import STAGE2_EXTENSION, segment_ref, segmenter, word_prefixes
 
 pytestmark = pytest.mark.skipif(not dispatch.native_available(STAGE2_EXTENSION),
                                 reason="the Stage II kernel is not built (make install)")
 
 TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=40)
-LETTERS = st.text(alphabet="abcdeiklmnoprstuyzé日本ё", max_size=30)
+LETTERS = st.text(alphabet="abcdeiklmnoprstuyzé日本ё𝄞", max_size=30)   # 𝄞: beyond the BMP
 
 
 @pytest.fixture(scope="module")
-def tables():
-    """The real segmentation tables Stage II uses (English frequencies + the rule lexicon)."""
+def real_segmenters():
+    """(compiled trie, reference) over the real tables Stage II uses (English frequencies + the
+    rule lexicon), each built once as Stage II builds them."""
     from tagfold.pipeline.selected import load_selected
     from tagfold.pipeline.tags.collapse import CollapseConfig, _ruleset
 
     seg = _ruleset(load_selected(), CollapseConfig()).segmenter
-    return seg.cost, seg.prefixes, seg.unknown_char_cost, seg.max_word_len
-
-
-def both_segment(token, tables):
-    native = segmenter(*tables, impl="native")(token)
-    ref = segment_ref(token, *tables)
-    return native, ref
+    prefixes = word_prefixes(seg.cost, seg.max_word_len)
+    return (segmenter(seg.cost, seg.unknown_char_cost, seg.max_word_len, impl="native"),
+            lambda token: segment_ref(token, seg.cost, prefixes, seg.unknown_char_cost, seg.max_word_len))
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(token=st.one_of(TEXT, LETTERS, st.lists(st.sampled_from(["rock", "jazz", "favourite", "hard", "dance",
-                                                                  "music", "x", "é", "日本"]), max_size=12).map("".join)))
-def test_segment_equals_reference(tables, token):
-    native, ref = both_segment(token, tables)
+                                                                  "music", "x", "é", "日本", "🎸"]),
+                                                max_size=12).map("".join)))
+def test_segment_equals_reference(real_segmenters, token):
+    native, ref = real_segmenters
+    assert native(token) == ref(token)
+
+
+def both_on_table(cost, skip, max_len, tokens):
+    """Each token's words by a trie built from `cost` and by segment_ref with its prefixes."""
+    trie = segmenter(cost, skip, max_len, impl="native")
+    prefixes = word_prefixes(cost, max_len)
+    return [trie(t) for t in tokens], [segment_ref(t, cost, prefixes, skip, max_len) for t in tokens]
+
+
+COSTS = st.one_of(st.sampled_from([0.0, 1.0, 2.0, 3.0, math.inf]), st.floats(-5.0, 30.0, allow_nan=False))
+# U+1D11E and U+D11E share their low 16 bits: a trie keyed on UTF-16 units would confuse them.
+SMALL = "abcé\U0001d11e\ud11e"
+
+
+@settings(max_examples=300, deadline=None)
+@given(words=st.dictionaries(st.text(alphabet=SMALL, max_size=7), COSTS, max_size=12),
+       tokens=st.lists(st.text(alphabet=SMALL, max_size=25), min_size=1, max_size=5),
+       skip=st.one_of(st.sampled_from([0.0, 1.0, 2.0, math.inf]), st.floats(0.0, 30.0)),
+       max_len=st.integers(-1, 8))
+def test_segment_equals_reference_on_small_tables(words, tokens, skip, max_len):
+    """Ties (few distinct costs), zero, negative and infinite costs, the empty word, words
+    longer than max_word_len (their first max_word_len characters still lead the walk on),
+    characters beyond the BMP: the same words."""
+    native, ref = both_on_table(words, skip, max_len, tokens)
     assert native == ref
 
 
-@settings(max_examples=200, deadline=None)
-@given(words=st.dictionaries(st.text(alphabet="abcé", min_size=1, max_size=5),
-                             st.floats(0.0, 30.0, allow_nan=False), max_size=12),
-       token=st.text(alphabet="abcé", max_size=25), skip=st.floats(0.0, 30.0), max_len=st.integers(1, 6))
-def test_segment_equals_reference_on_small_tables(words, token, skip, max_len):
-    """Ties, zero costs and a max word length shorter than some words: still the same words."""
-    prefixes = {w[:i] for w in words for i in range(1, min(len(w), max_len) + 1)}
-    for prefix_kind in (set, frozenset):
-        tables = (words, prefix_kind(prefixes), skip, max_len)
-        assert both_segment(token, tables)[0] == both_segment(token, tables)[1]
+def test_segment_table_kinds():
+    """Costs as any dict: a Counter's int costs add as the reference adds them."""
+    from collections import Counter, OrderedDict
+
+    tokens = ["abcab", "cabbage", "", "bacca" * 9]
+    for cost in (Counter({"ab": 2, "abc": 3, "ca": 1, "b": 1}), OrderedDict(ab=2.5, abc=3.0, c=0.5)):
+        native, ref = both_on_table(cost, 2, 3, tokens)
+        assert native == ref
+    with pytest.raises(TypeError):
+        segmenter({1: 1.0}, 1.0, 3, impl="native")
+
+
+def test_segment_table_that_outgrows_its_hash_table():
+    """400 long words: ~10,000 trie edges where the first hash table holds 1,024, so the trie
+    is rehashed several times while it is built; generated joins of the words read alike."""
+    rng = random.Random(7)
+    alphabet = "abcdeé日𝄞"
+    words = {"".join(rng.choices(alphabet, k=rng.randint(10, 40))): rng.choice([1.0, 2.0, rng.uniform(0, 9)])
+             for _ in range(400)}
+    vocab = sorted(words)
+    tokens = ["".join(rng.choice(vocab)[:rng.randint(1, 40)] for _ in range(rng.randint(1, 6)))
+              for _ in range(300)]
+    native, ref = both_on_table(words, 6.0, 30, tokens)
+    assert native == ref
+    assert sum(map(len, native)) > 300   # the walk found words, not only uncovered characters
 
 
 @pytest.mark.parametrize("token", ["", "a", "harddancemusic", "favouritejazz", "x" * 5000,
-                                   "rock" * 300, "日本のロック", "ёлкипалки", "rocké" * 60])
-def test_segment_named_cases(tables, token):
-    native, ref = both_segment(token, tables)
-    assert native == ref
+                                   "rock" * 300, "日本のロック", "ёлкипалки", "rocké" * 60, "𝄞jazz🎸rock𝄞",
+                                   "hard" * 20_000])
+def test_segment_named_cases(real_segmenters, token):
+    native, ref = real_segmenters
+    assert native(token) == ref(token)
 
 
-def test_segment_real_joined_tags(tables, real_tags):
+def test_segment_real_joined_tags(real_segmenters, real_tags):
+    native, ref = real_segmenters
     joined = [t.replace(" ", "") for t in real_tags[:20_000:7]]
-    seg = segmenter(*tables, impl="native")
-    assert [seg(t) for t in joined] == [segment_ref(t, *tables) for t in joined]
+    assert [native(t) for t in joined] == [ref(t) for t in joined]
 
 
 # ---------------------------------------------------------------- phrase matching

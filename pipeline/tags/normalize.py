@@ -13,7 +13,7 @@ import re
 import unicodedata
 from functools import lru_cache
 from importlib import resources
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 # '&', '+', "'n'" and ' n ' all mean 'and' in tags ("rock'n'roll", 'r&b', 'soul n motown').
 _AND = re.compile(r"\s*&\s*|\s*\+\s*")
@@ -158,19 +158,19 @@ class Segmenter:
         lexicon_cost = math.log(total / 1e7)
         for word in lexicon:
             self.cost[word] = min(self.cost.get(word, lexicon_cost), lexicon_cost)
-        self.prefixes = {w[:i] for w in self.cost for i in range(1, min(len(w), max_word_len) + 1)}
         self.unknown_char_cost = unknown_char_cost
         self.max_word_len = max_word_len
+        self._segmenters: dict[str, Callable[[str], list[str]]] = {}
 
-    def segment(self, token: str) -> list[str]:
-        """Words of `token` in order; characters not covered by any word are left out
-        (the plain reference, tagfold.native.stage2.segment_ref)."""
-        from tagfold.native.stage2 import segment_ref
+    def compiled(self, impl: str | None = None) -> Callable[[str], list[str]]:
+        """token -> words in order (characters no word covers left out), by the implementation
+        `impl` / $TAGFOLD_IMPL picks (tagfold.native.stage2.segmenter: the native trie or the
+        plain reference). Each is built once, on first use, and kept: the trie of the
+        package's 83k words takes ~0.03 s, so Stage II's forked workers each build theirs at
+        their first chunk (side by side) rather than the parent building it before the fork."""
+        from tagfold.native.stage2 import STAGE2_EXTENSION, resolve_impl, segmenter
 
-        return segment_ref(token, self.cost, self.prefixes, self.unknown_char_cost, self.max_word_len)
-
-    def compiled(self, impl: str | None = None):
-        """segment() by the implementation `impl` / $TAGFOLD_IMPL picks (native: Cython)."""
-        from tagfold.native.stage2 import segmenter
-
-        return segmenter(self.cost, self.prefixes, self.unknown_char_cost, self.max_word_len, impl)
+        impl = resolve_impl(impl, native_module=STAGE2_EXTENSION)
+        if impl not in self._segmenters:
+            self._segmenters[impl] = segmenter(self.cost, self.unknown_char_cost, self.max_word_len, impl)
+        return self._segmenters[impl]
