@@ -211,7 +211,9 @@ class _Collector:
         why = np.zeros(len(raws), np.int8)
         why[length > self.config.max_len] = 3
         why[length == 0] = 2
-        why[pc.match_substring(raws, "\0").to_numpy(zero_copy_only=False)] = 1
+        characters = raws.buffers()[2]
+        if characters is not None and not np.frombuffer(characters, np.uint8).all():  # a NUL somewhere: where?
+            why[pc.match_substring(raws, "\0").to_numpy(zero_copy_only=False)] = 1
         rejected = [(int(i), "NUL byte in tag" if why[i] == 1 else "empty tag" if why[i] == 2 else
                      f"tag of {length[i]:,} characters exceeds max_len={self.config.max_len}")
                     for i in np.flatnonzero(why)]
