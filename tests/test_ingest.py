@@ -541,3 +541,39 @@ def test_sqlite_tag_column_cleaned_in_bulk_as_row_by_row(tmp_path_factory, tags,
     else:
         assert_same(bulk[:3], reference[:3])
         assert bulk[3].equals(reference[3])
+
+
+_ENTRY = st.text(st.one_of(st.sampled_from(_ODD.replace("\n", "")), st.characters(codec="utf-8", exclude_characters='\n";,')),
+                 max_size=8)
+_CSV_ROW = st.one_of(
+    st.tuples(st.sampled_from(["TR1", "TR2", "TR3", " ", "T\0R"]), st.lists(_ENTRY, max_size=4)).map(
+        lambda r: f"{r[0]},{';'.join(r[1])}"),
+    st.sampled_from(['TR4,"rock', "TR5,a,b", "", "\r", 'TR6,"a;""b"";c"']))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(_CSV_ROW, max_size=12), st.sampled_from(["\n", "\r\n"]), st.booleans(), st.sampled_from([255, 3]))
+def test_csv_tags_cleaned_in_bulk_as_row_by_row(lines_dir, rows, newline, skip_bad, max_len):
+    """CSV tag entries cleaned in bulk give what cleaning them one by one gives: tags, aliases,
+    links, the report, its rejects in line order (rows rejected whole among rejected entries)
+    and the first error."""
+    path = write_bytes(lines_dir / "tags.csv", newline.join(["track_id,tags", *rows, ""]).encode())
+
+    def run():
+        try:
+            res = read_tags(path, skip_bad=skip_bad, max_len=max_len)
+        except IngestError as e:
+            return str(e)
+        lines = [r.line for r in res.report.rejects]
+        assert balanced(res.report) and lines == sorted(lines)  # reported as read, line by line
+        return res.tags, res.aliases, res.report.to_dict(), res.track_tags
+
+    bulk = run()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ing._Collector, "clean_all", lambda self, raws: self.clean_each(raws.to_pylist()))
+        reference = run()
+    if isinstance(reference, str):
+        assert bulk == reference
+    else:
+        assert_same(bulk[:3], reference[:3])
+        assert bulk[3].equals(reference[3])

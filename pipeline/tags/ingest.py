@@ -353,17 +353,17 @@ def _read_lines(path: Path, col: _Collector) -> None:
 
 
 class _Links:
-    """(track, tag_id, weight) triples collected row by row (CSV) -> TrackLinks."""
+    """(track, tag_id, weight) triples (CSV) -> TrackLinks."""
 
     def __init__(self, report: IngestReport):
         self.report = report
         self.track_index: dict[str, int] = {}
-        self.track: list[int] = []
-        self.tag: list[int] = []
-        self.weight: list[float] = []
+        self.track: list[int] | np.ndarray = []
+        self.tag: list[int] | np.ndarray = []
+        self.weight: list[float] | np.ndarray = []
 
     def merged(self) -> TrackLinks:
-        n_tags = max(self.tag, default=0) + 1
+        n_tags = int(np.max(self.tag, initial=0)) + 1
         key = np.asarray(self.track, dtype=np.int64) * n_tags + np.asarray(self.tag, dtype=np.int64)
         links = _KeyedLinks(key, np.asarray(self.weight, np.float32), n_tags,
                             pa.array(list(self.track_index), pa.string()))
@@ -452,39 +452,47 @@ def _read_csv(path: Path, col: _Collector) -> TrackLinks:
     header = _csv_fields(lines[0]) if lines and lines[0] is not None else None
     if header is None or [h.strip().lower() for h in header] != ["track_id", "tags"]:
         raise IngestError(f"{path}:1: expected the header 'track_id,tags', got {header!r}")
+    entries: list[str] = []  # every tag entry of every good row, in order
+    entry_line: list[int] = []
+    row_rejects: list[tuple[int, str, bool]] = []  # (line, why, False) of rows rejected whole
     for lineno, line in enumerate(lines[1:], start=2):
         if line is None or not line.strip("\r"):
             continue  # invalid UTF-8 (counted) / blank line (no data)
         row = _csv_fields(line)
         if row is None:
-            col.report.read += 1
-            col.bad(lineno, "unbalanced quote: a quoted field must close on its own line, "
-                            "followed by ',' or the line's end")
+            row_rejects.append((lineno, "unbalanced quote: a quoted field must close on its own line, "
+                                        "followed by ',' or the line's end", False))
             continue
         if len(row) != 2:
-            col.report.read += 1
-            col.bad(lineno, f"expected 2 fields 'track_id,tags', got {len(row)}")
+            row_rejects.append((lineno, f"expected 2 fields 'track_id,tags', got {len(row)}", False))
             continue
         track_id, field_text = row[0].strip(), row[1]
         if not track_id or "\0" in track_id:
-            col.report.read += 1
-            col.bad(lineno, "empty track_id" if not track_id else "NUL byte in track_id")
+            row_rejects.append((lineno, "empty track_id" if not track_id else "NUL byte in track_id", False))
             continue
         if not field_text.strip():
             continue  # a track without tags
         track = links.track_index.setdefault(track_id, len(links.track_index))
-        for entry in field_text.split(sep):
-            col.report.read += 1
-            col.report.links_read += 1
-            tag, why = col.clean(entry)
-            if tag is None:
-                col.bad(lineno, why)
-                col.report.links_rejected += 1
-                continue
-            tag_id = col.add(tag, 0)
-            links.track.append(track)
-            links.tag.append(tag_id)
-            links.weight.append(1.0)
+        n = len(entries)
+        entries += field_text.split(sep)
+        entry_line += [lineno] * (len(entries) - n)
+        links.track += [track] * (len(entries) - n)
+    col.report.read += len(row_rejects) + len(entries)
+    col.report.links_read += len(entries)
+    tag_ids, rejected = col.clean_all(pa.array(entries, pa.string()))
+    del entries
+    # every reject in line order, as a row-by-row reading reports them (a line holds either
+    # one rejected row or its rejected entries)
+    rejects = [(entry_line[i], why, True) for i, why in rejected]
+    if row_rejects:
+        rejects = sorted(row_rejects + rejects, key=lambda r: r[0])
+    for lineno, why, is_entry in rejects:
+        col.bad(lineno, why)
+        col.report.links_rejected += is_entry
+    good = np.asarray(tag_ids) >= 0
+    links.track = np.asarray(links.track, np.int64)[good]
+    links.tag = np.asarray(tag_ids, np.int64)[good]
+    links.weight = np.ones(len(links.tag), np.float32)
     merged = links.merged()
     # count = number of tracks carrying the tag (after merging a tag repeated on one track)
     col.counts = np.bincount(merged.tag_id, minlength=len(col.counts)).tolist()
