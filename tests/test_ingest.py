@@ -577,3 +577,42 @@ def test_csv_tags_cleaned_in_bulk_as_row_by_row(lines_dir, rows, newline, skip_b
     else:
         assert_same(bulk[:3], reference[:3])
         assert bulk[3].equals(reference[3])
+
+
+_COUNT = st.one_of(st.sampled_from(["3", "0", "007", "-4", " 7 ", "+2", "1_000", "many", "", "\u0663", "5\r",
+                                    "9" * 17, "-" + "9" * 25]), st.integers(0, 10**6).map(str))
+_UNIQUE_LINE = st.one_of(st.tuples(_TEXT, _COUNT).map("\t".join), _TEXT)  # the second: mostly no tab
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(_UNIQUE_LINE, min_size=1, max_size=8), st.lists(st.integers(0, 7), max_size=30),
+       st.booleans(), st.sampled_from([255, 3]), st.booleans())
+def test_bulk_unique_tags_reader_is_the_per_line_reader(lines_dir, pool, picks, skip_bad, max_len, casefold):
+    """tag<TAB>count lines (tabs inside tags, counts int() reads or refuses, over-long ones,
+    missing tabs, repeats that sum): the same tables, report, rejects and first error as the
+    per-line reader."""
+    path = write_bytes(lines_dir / "unique.txt", "\n".join(pool[i % len(pool)] for i in picks).encode() + b"\nx\t1\n")
+    kw = dict(skip_bad=skip_bad, max_len=max_len, casefold=casefold)
+
+    def run():
+        try:
+            res = read_tags(path, "unique_tags", **kw)
+        except IngestError as e:
+            return str(e)
+        assert balanced(res.report)
+        return res.tags, res.aliases, res.report.to_dict()
+
+    bulk = run()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ing, "_read_unique_tags_in_bulk", lambda path, col: False)
+        reference = run()
+    assert_same(bulk, reference)
+
+
+def test_bulk_unique_tags_reader_leaves_counts_near_int64_to_the_per_line_reader(tmp_path):
+    """Counts whose sum could overflow int64 are summed by the per-line reader (Python ints)."""
+    path = write_bytes(tmp_path / "u.txt", b"a\t999999999999999999\n" + b"b\t1\n" * 9 + b"A\t5\n")
+    col = ing._Collector(path, "unique_tags", ing.IngestConfig())
+    assert ing._read_unique_tags_in_bulk(path, col) is False and col.report.read == 0
+    assert read_tags(path).tags.to_pylist() == [{"tag_id": 0, "tag": "a", "count": 10**18 + 4},
+                                                {"tag_id": 1, "tag": "b", "count": 9}]
