@@ -8,8 +8,8 @@ tagnoise variants to the thesis's raw tag count), generated once per session int
   (VmHWM at exit, as in bench_memory.py: ru_maxrss would include pytest's own peak). Then the peer below, also in a subprocess, on the
   same file. Outputs are checked before any figure is reported: every file present, one
   tags.parquet row per distinct normalised tag, Stage I categories equal to the peer's on a
-  seeded sample of 5,000 tags, Stage III cuts close to the peer's. Floors: <= 30 s
-  wall, < 4 GB peak, >= 1.5x faster than the peer.
+  seeded sample of 5,000 tags, Stage III cuts close to the peer's. Floors: <= 10 s
+  wall, < 2 GB peak, >= 2x faster than the peer.
 - The peer (`peer_pipeline`, run as `python benchmarks/bench_pipeline.py peer JOB OUT`), what a
   careful person would write without kernels: Stage I exact / digit / whole-word containment as
   Python dict and loop checks, then rapidfuzz `process.cdist(queries, vocab,
@@ -47,7 +47,9 @@ SCORE_LEVEL = 0.9
 PERCENTILE = 0.001
 JW_BLOCK = 8192          # peer cdist queries per call: bounds its score matrix to ~130 MB
 SAMPLE = 5000            # tags whose Stage I category is compared with the peer's
-FLOORS = {"wall_s": 30.0, "rss_gb": 4.0, "speedup": 1.5, "l2_s": 0.5}
+# Measured 2026-11-30 on the quiet 2-core box (`make bench`): 6.1 s, 1.37 GB, 3.4x, 0.13 s; the
+# floors leave room for a busier box, `make bench-compare` guards against regressions.
+FLOORS = {"wall_s": 10.0, "rss_gb": 2.0, "speedup": 2.0, "l2_s": 0.5}
 BENCH = Path(__file__).resolve()
 WORD = re.compile(r"[^\W_]+")
 DIGIT = re.compile(r"[0-9]")
