@@ -8,7 +8,6 @@ Every benchmark asserts the bulk result equals the reference (tags, aliases, rep
 timing it. `test_ingest_speed_table` times both and records the ratio; it never asserts on speed.
 Run: .venv/bin/python -m pytest benchmarks/bench_ingest.py --benchmark-only -s
 """
-import time
 
 import pytest
 
@@ -50,15 +49,7 @@ def bench_ingest_per_line(benchmark, lines_job):
 
 def test_ingest_speed_table(lines_job, capsys):
     """The ratio of the bulk reader against the per-line reference (printed, never asserted)."""
-    from ratios import record_ratio
-
-    def best_of(n, fn, *args):
-        times = []
-        for _ in range(n):
-            start = time.perf_counter()
-            fn(*args)
-            times.append(time.perf_counter() - start)
-        return min(times)
+    from ratios import best_of, record_ratio
 
     ours, ref = best_of(3, ing.read_tags, lines_job, "lines"), best_of(3, per_line, lines_job)
     n_lines = lines_job.read_bytes().count(b"\n")

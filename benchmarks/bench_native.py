@@ -15,13 +15,13 @@ Every benchmark asserts the native result equals the reference before timing it.
 on speed. Run: .venv/bin/python -m pytest benchmarks/bench_native.py --benchmark-only -s
 """
 import random
-import time
 
 import numpy as np
 import pytest
 from rapidfuzz import process
 from rapidfuzz.distance import JaroWinkler
 
+from ratios import best_of
 from tagfold.native.jaro_winkler import all_matches, best_match, default_threads
 from tagfold.native.l2 import l2_distances, nearest_under_cut
 
@@ -114,15 +114,6 @@ def bench_l2_native(benchmark, l2_job):
 def bench_l2_numpy(benchmark, l2_job):
     check_l2(*l2_job)
     benchmark.pedantic(l2_step, args=(*l2_job, "ref"), rounds=3, iterations=1)
-
-
-def best_of(n, fn, *args, **kwargs):
-    times = []
-    for _ in range(n):
-        start = time.perf_counter()
-        fn(*args, **kwargs)
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def test_speed_table(jw_job, jw_expected, l2_job, capsys):

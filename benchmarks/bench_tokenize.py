@@ -9,8 +9,6 @@ Every benchmark asserts the native result equals the reference before timing it.
 and prints the ratio; it never asserts on speed.
 Run: .venv/bin/python -m pytest benchmarks/bench_tokenize.py --benchmark-only -s
 """
-import gc
-import time
 
 import pytest
 
@@ -42,24 +40,9 @@ def bench_tokenize_ref(benchmark, tag_job):
     benchmark(tag_tokens, tag_job, "ref")
 
 
-def best_of(n, fn, *args):
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        times = []
-        for _ in range(n):
-            start = time.perf_counter()
-            fn(*args)
-            times.append(time.perf_counter() - start)
-        return min(times)
-    finally:
-        if enabled:
-            gc.enable()
-
-
 def test_tokenize_speed_table(tag_job, capsys):
     """The ratio of the compiled tokenizer against the reference (printed, never asserted)."""
-    from ratios import record_ratio
+    from ratios import best_of, record_ratio
 
     ours, ref = best_of(3, tag_tokens, tag_job, "native"), best_of(3, tag_tokens, tag_job, "ref")
     what = f"Stage II tokenizer, {len(tag_job):,} real and synthetic tags (native vs Python)"

@@ -10,7 +10,9 @@ finish prints the table (wire-up in benchmarks/conftest.py:
 """
 from __future__ import annotations
 
+import gc
 import math
+import time
 from dataclasses import dataclass
 
 
@@ -27,6 +29,24 @@ class Ratio:
 
 
 _RATIOS: list[Ratio] = []
+
+
+def best_of(n: int, fn, *args, **kwargs) -> float:
+    """The shortest of n timed calls fn(*args, **kwargs), in seconds, with the cyclic garbage
+    collector off as `tagfold pipeline` runs (a collection pass would land on whichever side
+    happened to allocate past the threshold)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        times = []
+        for _ in range(n):
+            start = time.perf_counter()
+            fn(*args, **kwargs)
+            times.append(time.perf_counter() - start)
+        return min(times)
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def record_ratio(name: str, ours_s: float, reference_s: float) -> Ratio:

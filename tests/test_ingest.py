@@ -516,6 +516,20 @@ def test_bulk_lines_reader_on_the_real_tag_list(shared, casefold):
     assert len(bulk[1]) > 100  # the real list has raw forms that are aliases ('a  b', case)
 
 
+def assert_bulk_as_reference(run):
+    """run() -> (tags, aliases, report dict, track_tags) or the error text, once with the bulk
+    cleaning and once with the per-tag reference in its place: the same result or error."""
+    bulk = run()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ing._Collector, "clean_all", lambda self, raws: self.clean_each(raws.to_pylist()))
+        reference = run()
+    if isinstance(reference, str):
+        assert bulk == reference
+    else:
+        assert_same(bulk[:3], reference[:3])
+        assert bulk[3].equals(reference[3])
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.one_of(_TEXT, st.text(_ANY, max_size=12)), max_size=12), st.booleans(), st.booleans())
 def test_sqlite_tag_column_cleaned_in_bulk_as_row_by_row(tmp_path_factory, tags, skip_bad, casefold):
@@ -532,15 +546,7 @@ def test_sqlite_tag_column_cleaned_in_bulk_as_row_by_row(tmp_path_factory, tags,
             return str(e)
         return res.tags, res.aliases, res.report.to_dict(), res.track_tags
 
-    bulk = run()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(ing._Collector, "clean_all", lambda self, raws: self.clean_each(raws.to_pylist()))
-        reference = run()
-    if isinstance(reference, str):
-        assert bulk == reference
-    else:
-        assert_same(bulk[:3], reference[:3])
-        assert bulk[3].equals(reference[3])
+    assert_bulk_as_reference(run)
 
 
 _ENTRY = st.text(st.one_of(st.sampled_from(_ODD.replace("\n", "")), st.characters(codec="utf-8", exclude_characters='\n";,')),
@@ -568,15 +574,7 @@ def test_csv_tags_cleaned_in_bulk_as_row_by_row(lines_dir, rows, newline, skip_b
         assert balanced(res.report) and lines == sorted(lines)  # reported as read, line by line
         return res.tags, res.aliases, res.report.to_dict(), res.track_tags
 
-    bulk = run()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(ing._Collector, "clean_all", lambda self, raws: self.clean_each(raws.to_pylist()))
-        reference = run()
-    if isinstance(reference, str):
-        assert bulk == reference
-    else:
-        assert_same(bulk[:3], reference[:3])
-        assert bulk[3].equals(reference[3])
+    assert_bulk_as_reference(run)
 
 
 _COUNT = st.one_of(st.sampled_from(["3", "0", "007", "-4", " 7 ", "+2", "1_000", "many", "", "\u0663", "5\r",
