@@ -235,6 +235,23 @@ def test_bad_line_names_file_and_line(tmp_path, bad, reason):
     assert rep.rejects[0].line == 3 and reason in rep.rejects[0].reason
 
 
+def test_counts_beyond_int64_are_a_bad_line_or_one_error(tmp_path):
+    """tags.parquet stores counts as int64: a larger count is a bad line (rejected with
+    --skip-bad), and counts that add up past it are one error naming the tag, not a traceback."""
+    huge = str(2 ** 63).encode()
+    src = write_bytes(tmp_path / "u.txt", b"rock\t1\npop\t" + huge + b"\njazz\t3\n")
+    with pytest.raises(IngestError, match=r"u.txt:2: count '9223372036854775808' exceeds the largest count"):
+        read_tags(src, "unique_tags")
+    res = read_tags(src, "unique_tags", skip_bad=True)
+    assert (res.report.read, res.report.kept, res.report.rejected) == (3, 2, 1) and balanced(res.report)
+    half = str(2 ** 62).encode()
+    src = write_bytes(tmp_path / "v.txt", b"rock\t" + half + b"\nRock\t" + half + b"\njazz\t3\n")
+    with pytest.raises(IngestError, match=r"v.txt: the counts of tag 'rock' add up to more than the largest count"):
+        read_tags(src, "unique_tags", skip_bad=True)
+    assert read_tags(write_bytes(tmp_path / "w.txt", b"rock\t" + str(2 ** 63 - 1).encode() + b"\n"),
+                     "unique_tags").tags.column("count").to_pylist() == [2 ** 63 - 1]
+
+
 def test_skip_bad_counts_every_reject(tmp_path):
     lines = [b"ok\t1"] + [bad for bad, _ in BAD_LINES] + [b"OK\t2", b"fine\t3"]
     src = write_bytes(tmp_path / "u.txt", b"\n".join(lines) + b"\n")

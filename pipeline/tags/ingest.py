@@ -61,6 +61,9 @@ TRACK_TAGS_SCHEMA = pa.schema([("track_id", pa.string()), ("tag_id", pa.int32())
 ROW_GROUP_ROWS = 1 << 20
 
 
+MAX_COUNT = int(np.iinfo(np.int64).max)   # tags.parquet stores counts as int64
+
+
 class IngestError(UserError):
     """Bad tag input; the message names the file and line (or table and rowid)."""
 
@@ -241,6 +244,11 @@ class _Collector:
         return tag_ids, rejected
 
     def tags_table(self) -> pa.Table:
+        if isinstance(self.counts, list) and self.counts and max(self.counts) > MAX_COUNT:
+            # Only the per-line readers keep Python ints; the bulk ones hand such files to them.
+            tag = next(t for t, i in self.ids.items() if self.counts[i] > MAX_COUNT)
+            raise IngestError(f"{self.path}: the counts of tag {tag!r} add up to more than the largest "
+                              f"count, {MAX_COUNT:,}")
         return pa.table({
             "tag_id": pa.array(np.arange(len(self.counts), dtype=np.int32)),
             "tag": pa.array(list(self.ids), pa.string()) if self.bulk is None else self.bulk[0],
@@ -338,6 +346,9 @@ def _read_unique_tags(path: Path, col: _Collector) -> None:
             count = -1
         if count < 0:
             col.bad(lineno, f"count {count_text.strip()[:40]!r} is not a non-negative integer")
+            continue
+        if count > MAX_COUNT:
+            col.bad(lineno, f"count {count_text.strip()[:40]!r} exceeds the largest count, {MAX_COUNT:,}")
             continue
         tag, why = col.clean(raw)
         if tag is None:
