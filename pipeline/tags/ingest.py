@@ -62,6 +62,18 @@ ROW_GROUP_ROWS = 1 << 20
 
 
 MAX_COUNT = int(np.iinfo(np.int64).max)   # tags.parquet stores counts as int64
+# Reasons for a rejected row, one text each for the per-row readers and the bulk ones.
+NUL_TAG = "NUL byte in tag"
+EMPTY_TAG = "empty tag"
+MISSING_TAB = "missing tab: expected 'tag<TAB>count'"
+
+
+def _too_long(length: int, max_len: int) -> str:
+    return f"tag of {length:,} characters exceeds max_len={max_len}"
+
+
+def _bad_count(text: str) -> str:
+    return f"count {text.strip()[:40]!r} is not a non-negative integer"
 
 
 class IngestError(UserError):
@@ -160,12 +172,12 @@ class _Collector:
     def clean(self, raw: str) -> tuple[str | None, str]:
         """(normalised tag, '') or (None, why it is rejected)."""
         if "\0" in raw:
-            return None, "NUL byte in tag"
+            return None, NUL_TAG
         tag = normalize_tag(raw, self.config.casefold)
         if not tag:
-            return None, "empty tag"
+            return None, EMPTY_TAG
         if len(tag) > self.config.max_len:
-            return None, f"tag of {len(tag):,} characters exceeds max_len={self.config.max_len}"
+            return None, _too_long(len(tag), self.config.max_len)
         if tag != raw:
             raw = raw[:-1] if raw.endswith("\r") else raw  # a CRLF line end is not part of the text
             if tag != raw:
@@ -217,8 +229,8 @@ class _Collector:
         characters = raws.buffers()[2]
         if characters is not None and not np.frombuffer(characters, np.uint8).all():  # a NUL somewhere: where?
             why[pc.match_substring(raws, "\0").to_numpy(zero_copy_only=False)] = 1
-        rejected = [(int(i), "NUL byte in tag" if why[i] == 1 else "empty tag" if why[i] == 2 else
-                     f"tag of {length[i]:,} characters exceeds max_len={self.config.max_len}")
+        rejected = [(int(i), NUL_TAG if why[i] == 1 else EMPTY_TAG if why[i] == 2 else
+                     _too_long(int(length[i]), self.config.max_len))
                     for i in np.flatnonzero(why)]
         good = why == 0
         kept = pc.dictionary_encode(tags.filter(good) if rejected else tags)  # ids by first appearance
@@ -315,13 +327,13 @@ def _read_unique_tags_in_bulk(path: Path, col: _Collector) -> bool:
         except OverflowError:
             return False
         if counts[j] < 0:
-            bad_counts.append((int(at[j]), f"count {text.strip()[:40]!r} is not a non-negative integer"))
-    if len(counts) and int(counts.max()) > np.iinfo(np.int64).max // len(counts):
+            bad_counts.append((int(at[j]), _bad_count(text)))
+    if len(counts) and int(counts.max()) > MAX_COUNT // len(counts):
         return False  # their sums could overflow
     col.report.read += len(lines)
     ok = np.flatnonzero(counts >= 0)
     tag_ids, rejected = col.clean_all(raws.take(ok))
-    rejects = [(int(i), "missing tab: expected 'tag<TAB>count'") for i in np.flatnonzero(~has_tab)]
+    rejects = [(int(i), MISSING_TAB) for i in np.flatnonzero(~has_tab)]
     rejects = sorted(rejects + bad_counts + [(int(at[ok[k]]), why) for k, why in rejected])  # a line has one reason
     for i, why in rejects:
         col.bad(i + 1, why)
@@ -338,14 +350,14 @@ def _read_unique_tags(path: Path, col: _Collector) -> None:
         col.report.read += 1
         raw, tab, count_text = line.rpartition("\t")
         if not tab:
-            col.bad(lineno, "missing tab: expected 'tag<TAB>count'")
+            col.bad(lineno, MISSING_TAB)
             continue
         try:
             count = int(count_text)
         except ValueError:
             count = -1
         if count < 0:
-            col.bad(lineno, f"count {count_text.strip()[:40]!r} is not a non-negative integer")
+            col.bad(lineno, _bad_count(count_text))
             continue
         if count > MAX_COUNT:
             col.bad(lineno, f"count {count_text.strip()[:40]!r} exceeds the largest count, {MAX_COUNT:,}")
